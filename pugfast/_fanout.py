@@ -1,0 +1,297 @@
+"""The connection layer and broadcast fan-out: the pure-Python twin of the compiled engine.
+
+A ``Connection`` owns one upgraded WebSocket. aiohttp hands it the connection's bytes through
+its payload-parser hook (``feed_data``/``feed_eof``); the connection parses them, relays binary
+messages to the other members of its ``Group`` itself, answers pings, enforces the rate limit,
+and passes text messages and its own end to a *session* object (the room logic, in Python):
+
+    session.on_text(conn, payload: bytes)   a text message (valid UTF-8), in order
+    session.on_closed(conn)                 exactly once, when the connection is over
+
+Nothing here imports asyncio: the loop's ``call_soon`` is handed in, and time comes from the
+``clock`` callable, read once per chunk of input rather than once per message.
+
+Writes are coalesced. Frames queued for a connection go into its pending buffer, and the
+``Flusher`` writes every pending buffer once, from a callback scheduled for the next loop
+iteration; a burst of messages therefore costs each recipient one write, however long it is.
+A recipient whose unsent bytes pass ``max_buffered_bytes`` is closed with 4503 on the spot, so
+a slow member never holds up the others or makes the relay buffer without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, encode_close, encode_frame
+from .errors import ProtocolError
+
+# aiohttp's payload-parser interface returns (eof, tail); these two are reused, not rebuilt.
+_MORE = (False, b"")
+_DONE = (True, b"")
+
+RATE_LIMITED = b'{"type":"error","code":"rate_limited"}'
+_RATE_LIMITED_FRAME = encode_frame(OP_TEXT, RATE_LIMITED)
+# The rate-limit notice is sent at most this often (PROTOCOL.md §3.4).
+RATE_NOTICE_INTERVAL = 1.0
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_SLOW_CONSUMER = 4503
+
+
+def relay_header(member_id: int, payload_len: int) -> bytes:
+    """The head of a relayed binary frame: frame header, then the sender's id (4 bytes, BE)."""
+    size = payload_len + 4
+    if size < 126:
+        head = bytes((0x82, size))
+    elif size < 65536:
+        head = bytes((0x82, 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((0x82, 127)) + size.to_bytes(8, "big")
+    return head + member_id.to_bytes(4, "big")
+
+
+class Flusher:
+    """Writes each connection's queued frames once per event-loop iteration.
+
+    ``frames`` and ``writes`` count what went out, so coalescing can be observed.
+    """
+
+    __slots__ = ("_call_soon", "_dirty", "_scheduled", "frames", "writes")
+
+    def __init__(self, call_soon: Callable[[Callable[[], None]], Any]) -> None:
+        self._call_soon = call_soon
+        self._dirty: list[Connection] = []
+        self._scheduled = False
+        self.frames = 0
+        self.writes = 0
+
+    def _mark(self, conn: Connection) -> None:
+        conn._dirty = True
+        self._dirty.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            self._call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write out everything queued since the last flush."""
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn._dirty = False
+            conn._flush()
+
+
+class Group:
+    """The connections a room broadcasts to. Membership is the session's to change."""
+
+    __slots__ = ("members",)
+
+    def __init__(self) -> None:
+        self.members: list[Connection] = []
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, conn: Connection) -> None:
+        self.members.append(conn)
+        conn.group = self
+
+    def remove(self, conn: Connection) -> None:
+        if conn.group is self:
+            self.members.remove(conn)
+            conn.group = None
+
+    def clear(self) -> None:
+        for conn in self.members:
+            conn.group = None
+        self.members.clear()
+
+    def broadcast(self, frame: bytes, exclude: Connection | None = None) -> None:
+        """Queue one prebuilt frame to every member but ``exclude``."""
+        for peer in self.members:
+            if peer is not exclude:
+                peer._queue(frame)
+
+
+class Connection:
+    """One WebSocket connection after the upgrade. See the module docstring."""
+
+    def __init__(
+        self,
+        transport: Any,
+        session: Any,
+        flusher: Flusher,
+        *,
+        max_message_bytes: int,
+        max_buffered_bytes: int,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.transport = transport
+        self.session = session
+        self.member_id = 0
+        self.group: Group | None = None
+        self.closing = False
+        self.opened_at = self.last_activity = clock()
+        self.close_code = 0
+        self._flusher = flusher
+        self._clock = clock
+        self._parser = FrameParser(max_message_bytes)
+        self._pending = bytearray()
+        self._frames = 0
+        self._dirty = False
+        self._notified = False
+        self._aborted = False
+        self._backlog = 0
+        self._max_buffered = max_buffered_bytes
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last_notice = -RATE_NOTICE_INTERVAL
+
+    # -- aiohttp's payload-parser interface ------------------------------------------------
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        """Take bytes from the socket; relay, answer or hand on every complete message."""
+        if self.closing:
+            return _DONE
+        now = self._clock()
+        if self._rate:
+            self._tokens = min(self._burst, self._tokens + (now - self.last_activity) * self._rate)
+        self.last_activity = now
+        parser = self._parser
+        parser.feed(data)
+        try:
+            while not self.closing:
+                event = parser.next_event()
+                if event is None:
+                    break
+                opcode = event[0]
+                if opcode == OP_BINARY:
+                    self._on_binary(event[1], now)
+                elif opcode == OP_TEXT:
+                    self._on_text(event[1], now)
+                elif opcode == OP_PING:
+                    self._queue(encode_frame(OP_PONG, event[1]))
+                elif opcode == OP_CLOSE:
+                    # Echo the peer's code; an empty close is answered with 1000 (§3.5).
+                    self.close(event[1] or 1000)
+                # An unsolicited pong is ignored; its arrival already counted as activity.
+        except ProtocolError as exc:
+            self.close(exc.code, exc.reason)
+        return _DONE if self.closing else _MORE
+
+    def feed_eof(self) -> None:
+        """The transport is gone (aiohttp calls this from its connection_lost)."""
+        self.closing = True
+        self._aborted = True
+        self._pending = bytearray()
+        self._notify_closed()
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _take_token(self, now: float) -> bool:
+        if not self._rate:
+            return True
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        if now - self._last_notice >= RATE_NOTICE_INTERVAL:
+            self._last_notice = now
+            self._queue(_RATE_LIMITED_FRAME)
+        return False
+
+    def _on_binary(self, payload: bytes, now: float) -> None:
+        if not self.member_id:
+            self.close(CLOSE_BAD_MESSAGE, "binary before join")
+            return
+        if not payload or not self._take_token(now):
+            return
+        group = self.group
+        if group is None:
+            return
+        # The frame is built once and queued to every other member.
+        frame = relay_header(self.member_id, len(payload)) + payload
+        for peer in group.members:
+            if peer is not self:
+                peer._queue(frame)
+
+    def _on_text(self, payload: bytes, now: float) -> None:
+        if self.member_id and not self._take_token(now):
+            return
+        self.session.on_text(self, payload)
+
+    # -- output --------------------------------------------------------------------------
+
+    def _queue(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        self._pending += frame
+        self._frames += 1
+        if len(self._pending) + self._backlog > self._max_buffered:
+            # The cached backlog only ever overstates what the transport holds; ask it.
+            self._backlog = self.transport.get_write_buffer_size()
+            if len(self._pending) + self._backlog > self._max_buffered:
+                self._drop_slow_consumer()
+                return
+        if not self._dirty:
+            self._flusher._mark(self)
+
+    def send_text(self, payload: bytes) -> None:
+        """Queue a text message (``payload`` is UTF-8 JSON)."""
+        self._queue(encode_frame(OP_TEXT, payload))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue a frame built by ``encode_frame``."""
+        self._queue(frame)
+
+    def ping(self) -> None:
+        """Queue a ping; the reply (or any other frame) refreshes ``last_activity``."""
+        self._queue(encode_frame(OP_PING, b""))
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame after what is already queued, then close the TCP connection."""
+        if self.closing:
+            return
+        self._pending += encode_close(code, reason)
+        self._frames += 1
+        self.close_code = code
+        self.closing = True
+        if not self._dirty:
+            self._flusher._mark(self)
+
+    def _drop_slow_consumer(self) -> None:
+        # Best effort (§3.4): the close frame goes out only if the socket takes it now, and
+        # the connection is dropped either way, with nothing more buffered for it.
+        self.closing = True
+        self._aborted = True
+        self.close_code = CLOSE_SLOW_CONSUMER
+        self._pending = bytearray()
+        self.transport.write(encode_close(CLOSE_SLOW_CONSUMER, "slow consumer"))
+        self.transport.abort()
+        # The session hears of it from the flush, not from inside someone else's broadcast.
+        if not self._dirty:
+            self._flusher._mark(self)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if pending and not self._aborted:
+            self._pending = bytearray()
+            self._flusher.frames += self._frames
+            self._flusher.writes += 1
+            self._frames = 0
+            self.transport.write(pending)
+            if self.closing:
+                self.transport.close()
+            else:
+                self._backlog = self.transport.get_write_buffer_size()
+                if self._backlog > self._max_buffered:
+                    self._drop_slow_consumer()
+        if self.closing:
+            self._notify_closed()
+
+    def _notify_closed(self) -> None:
+        if not self._notified:
+            self._notified = True
+            self.session.on_closed(self)

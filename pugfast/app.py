@@ -1,0 +1,221 @@
+"""The HTTP side of the relay (PROTOCOL.md §1): pages, assets, the API and the upgrade.
+
+aiohttp serves every plain HTTP request. A WebSocket upgrade is answered here with a 101, and
+the connection is then handed to the engine through aiohttp's payload-parser hook
+(``request.protocol.set_parser``), the same hook aiohttp's own WebSocketResponse uses; see
+docs/engine.md for why that is safe and which aiohttp versions it relies on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .gateway import Gateway
+from .handshake import HandshakeError, check_upgrade, origin_allowed
+from .pow import ChallengeError, valid_nonce, valid_token_text
+
+MAX_BODY = 4096
+ROOM_ID = "[A-Za-z0-9_-]{22}"
+_SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+_STATUS_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    426: "upgrade_required",
+    429: "rate_limited",
+    503: "at_capacity",
+}
+
+
+def static_dir() -> Path:
+    """The client's files: inside the installed package, or static/ of a source checkout."""
+    packaged = Path(__file__).parent / "static"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "static"
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    response = json_response({"error": code, "message": message}, status)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error response is ``{"error": CODE, "message": TEXT}`` (PROTOCOL.md §1)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        message = {
+            404: "nothing here",
+            405: f"{request.method} is not allowed here",
+            413: f"request bodies are limited to {MAX_BODY} bytes",
+        }.get(exc.status, exc.reason)
+        return json_error(exc.status, _STATUS_CODES.get(exc.status, "error"), message, headers)
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Strict headers on every response, errors and the 101 included; never a cookie."""
+    headers = response.headers
+    host = request.host if _SAFE_HOST.fullmatch(request.host or "") else None
+    connect = f"'self' ws://{host} wss://{host}" if host else "'self'"
+    headers["Content-Security-Policy"] = (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        f"connect-src {connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    headers["Referrer-Policy"] = "no-referrer"
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    headers["Cross-Origin-Resource-Policy"] = "same-origin"
+    headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), interest-cohort=()"
+    headers["Server"] = "pugfast"
+    if request.app[GATEWAY].settings.tls:
+        headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+    if "Cache-Control" not in headers:
+        static = request.path.startswith("/static/")
+        headers["Cache-Control"] = "no-cache" if static else "no-store"
+    headers.popall("Set-Cookie", None)
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(static_dir() / "index.html")
+
+
+async def room_page(request: web.Request) -> web.StreamResponse:
+    # The same shell for every well-formed id, so the page is no oracle for which rooms exist.
+    return web.FileResponse(static_dir() / "room.html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def limits(request: web.Request) -> web.Response:
+    s = request.app[GATEWAY].settings
+    return json_response(
+        {
+            "ttl": {"min": s.ttl_min, "max": s.ttl_max, "default": s.ttl_default},
+            "capacity": {"min": s.capacity_min, "max": s.capacity_max, "default": s.capacity_default},
+            "maxMessageBytes": s.max_message_bytes,
+            "powDifficulty": s.pow_difficulty,
+        }
+    )
+
+
+async def challenge(request: web.Request) -> web.Response:
+    await request.read()  # ignored, but held to the body limit like any other
+    gateway = request.app[GATEWAY]
+    token, deadline = gateway.issuer.issue(gateway.clock())
+    expires = int((time.time() + deadline - gateway.clock()) * 1000)
+    return json_response(
+        {"token": token, "difficulty": gateway.issuer.difficulty, "expires": expires}
+    )
+
+
+def _optional_int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if type(value) is not int:  # bool is an int subclass, and not a number here
+        raise web.HTTPBadRequest(reason=f"{name} must be an integer")
+    return min(max(value, low), high)
+
+
+async def create_room(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    s = gateway.settings
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return json_error(400, "bad_request", "the body must be JSON")
+    if not isinstance(body, dict):
+        return json_error(400, "bad_request", "the body must be a JSON object")
+    token, nonce = body.get("token"), body.get("nonce")
+    if not valid_token_text(token):
+        return json_error(400, "bad_request", "token must be the string /api/challenge gave")
+    if not valid_nonce(nonce):
+        return json_error(400, "bad_request", "nonce must be a decimal string of 1-20 digits")
+    ttl = _optional_int(body, "ttl", s.ttl_default, s.ttl_min, s.ttl_max)
+    capacity = _optional_int(body, "capacity", s.capacity_default, s.capacity_min, s.capacity_max)
+    try:
+        gateway.issuer.check(token, nonce, gateway.clock())
+    except ChallengeError as exc:
+        return json_error(exc.status, exc.code, exc.message)
+    if len(gateway.registry) >= s.max_rooms:
+        return json_error(503, "at_capacity", "this relay has as many rooms as it can hold")
+    room, secret = gateway.create_room(ttl, capacity)
+    gateway.issuer.spend(token)
+    return json_response(
+        {
+            "room": room.id,
+            "secret": secret,
+            "expires": room.expires_ms,
+            "ttl": room.ttl,
+            "capacity": room.capacity,
+        },
+        201,
+    )
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    s = gateway.settings
+    try:
+        accept = check_upgrade(request.headers)
+    except HandshakeError as exc:
+        return json_error(exc.status, exc.code, exc.message, exc.headers)
+    if not origin_allowed(request.headers.get("Origin"), s.allowed_origin, request.scheme, request.host):
+        return json_error(403, "origin_not_allowed", "this origin may not open a WebSocket here")
+    if len(gateway.connections) >= s.max_connections:
+        return json_error(503, "at_capacity", "this relay has as many connections as it can hold")
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost before the upgrade")
+    response = web.StreamResponse(
+        status=101,
+        headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept},
+    )
+    response.force_close()
+    await response.prepare(request)
+    conn, session = gateway.open_connection(transport, request.match_info["room"])
+    # From here on aiohttp passes every byte of this connection to the engine, starting with
+    # any it had already read past the request head.
+    request.protocol.set_parser(conn)
+    request.protocol.keep_alive(False)
+    await session.closed
+    return response
+
+
+def make_app(gateway: Gateway) -> web.Application:
+    """The relay's aiohttp application, serving ``gateway``."""
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_as_json])
+    app[GATEWAY] = gateway
+    app.on_response_prepare.append(add_security_headers)
+    app.router.add_get("/", home)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/limits", limits)
+    app.router.add_post("/api/challenge", challenge)
+    app.router.add_post("/api/rooms", create_room)
+    app.router.add_get(f"/r/{{room:{ROOM_ID}}}", room_page)
+    app.router.add_get(f"/r/{{room:{ROOM_ID}}}/ws", websocket)
+    app.router.add_static("/static", static_dir(), follow_symlinks=False)
+    return app

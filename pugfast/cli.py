@@ -1,0 +1,99 @@
+"""The command line: ``pugfast serve`` (also ``python -m pugfast serve``) and ``--version``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .config import Settings, add_arguments, load_settings
+from .errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pugfast",
+        description="A relay for end-to-end encrypted, ephemeral, account-less chat rooms.",
+    )
+    parser.add_argument("--version", action="version", version=f"pugfast {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run the relay",
+        description="Run the relay. Every flag also reads PUGFAST_<FLAG> from the environment; "
+        "a flag given on the command line wins.",
+    )
+    serve.add_argument("--version", action="version", version=f"pugfast {__version__}")
+    add_arguments(serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(args)
+    except ConfigError as exc:
+        print(f"pugfast serve: error: {exc}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    """Run the relay until SIGTERM or SIGINT; every member is then closed with 1001."""
+    from .privacy import configure_logging, disable_core_dumps
+    from .server import Relay
+
+    disable_core_dumps()
+    # Nothing is written to disk after start-up, and that includes bytecode caches.
+    sys.dont_write_bytecode = True
+    configure_logging(settings.log_level)
+    if settings.production and not settings.tls:
+        print(
+            "pugfast serve: warning: --production without TLS: browsers will refuse Web Crypto "
+            "on a non-localhost http:// origin and traffic is visible on the network; give "
+            "--tls-cert and --tls-key, or terminate TLS in front of the relay",
+            file=sys.stderr,
+        )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        relay = Relay(settings)
+        try:
+            await relay.start()
+        except OSError as exc:
+            print(
+                f"pugfast serve: error: cannot listen on {settings.host}:{settings.port} "
+                f"({exc.strerror}); is another server using that port? Choose one with --port.",
+                file=sys.stderr,
+            )
+            raise SystemExit(1) from None
+        await stop.wait()
+        await relay.stop()
+
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            print("pugfast serve: error: uvloop is not installed; use --event-loop asyncio",
+                  file=sys.stderr)
+            return 2
+        loop_factory = uvloop.new_event_loop
+    else:
+        loop_factory = asyncio.new_event_loop
+    loop = loop_factory()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
+    return 0

@@ -1,0 +1,257 @@
+"""The room protocol over the engine's connections: join, presence, purge, endings, liveness.
+
+The engine (pugfast.speedups) relays binary messages by itself; what reaches this module is
+text messages and the end of each connection, which is the slow, rare part of the protocol.
+This is also where rooms get their timers, on the loop's monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from .config import Settings
+from .pow import ChallengeIssuer
+from .registry import Member, Registry, Room, secret_digest
+from .speedups import OP_TEXT, Connection, Flusher, Group, encode_frame
+
+log = logging.getLogger("pugfast.gateway")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_WRONG_SECRET = 4403
+CLOSE_NO_SUCH_ROOM = 4404
+CLOSE_JOIN_TIMEOUT = 4408
+CLOSE_ROOM_FULL = 4409
+CLOSE_ROOM_ENDED = 4410
+
+_ENDED_FRAMES = {
+    reason: encode_frame(OP_TEXT, orjson.dumps({"type": reason})) for reason in ("expired", "purged")
+}
+_NOT_CREATOR = orjson.dumps({"type": "error", "code": "not_creator"})
+
+
+class Session:
+    """What the gateway knows of one connection: the room it asked for and, once joined, its
+    membership. The engine calls ``on_text`` and ``on_closed``."""
+
+    __slots__ = ("closed", "gateway", "member", "pinged_at", "room", "room_id")
+
+    def __init__(self, gateway: Gateway, room_id: str, closed: asyncio.Future[None]) -> None:
+        self.gateway = gateway
+        self.room_id = room_id
+        self.room: Room | None = None
+        self.member: Member | None = None
+        self.pinged_at = 0.0
+        self.closed = closed
+
+    def on_text(self, conn: Connection, payload: bytes) -> None:
+        self.gateway.handle_text(self, conn, payload)
+
+    def on_closed(self, conn: Connection) -> None:
+        self.gateway.handle_closed(self, conn)
+
+
+class Gateway:
+    """Owns the registry, the challenge issuer and every open connection of one relay."""
+
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.registry = Registry()
+        self.issuer = ChallengeIssuer(settings.pow_difficulty)
+        self.flusher = Flusher(loop.call_soon)
+        self.connections: set[Connection] = set()
+        self.clock = loop.time
+        self._loop = loop
+
+    # -- rooms ---------------------------------------------------------------------------
+
+    def create_room(self, ttl: int, capacity: int) -> tuple[Room, str]:
+        """Make a room with its timer; return it and its secret (which is not kept)."""
+        room, secret = self.registry.create(
+            ttl=ttl,
+            capacity=capacity,
+            join_window=self.settings.join_window,
+            group=Group(),
+            now=self.clock(),
+            wall_ms=int(time.time() * 1000),
+        )
+        self._arm(room)
+        log.debug("room created (ttl %d s, capacity %d); %d rooms", ttl, capacity, len(self.registry))
+        return room, secret
+
+    def _arm(self, room: Room) -> None:
+        # One timer per room: the join window until someone joins, then the TTL.
+        at = room.expires_at if room.joined_once else min(room.join_deadline, room.expires_at)
+        room.timer = self._loop.call_at(at, self._on_room_timer, room)
+
+    def _on_room_timer(self, room: Room) -> None:
+        room.timer = None
+        if self.registry.get(room.id) is not room:
+            return
+        now = self.clock()
+        if now >= room.expires_at:
+            self.end_room(room, "expired")
+        elif not room.joined_once and now >= room.join_deadline:
+            self.end_room(room, None)
+        else:  # the loop may wake a hair early
+            self._arm(room)
+
+    def end_room(self, room: Room, reason: str | None) -> None:
+        """End a room at once: tell its members why (``expired``/``purged``), close them with
+        4410, and drop every reference to it. ``reason`` is None when nobody is left to tell."""
+        self.registry.remove(room)
+        if room.timer is not None:
+            room.timer.cancel()
+            room.timer = None
+        for member in room.members.values():
+            conn = member.conn
+            conn.session.room = None
+            conn.session.member = None
+            conn.member_id = 0
+            if reason is not None:
+                conn.send_frame(_ENDED_FRAMES[reason])
+                conn.close(CLOSE_ROOM_ENDED, reason)
+        room.members.clear()
+        room.group.clear()
+        log.debug("room ended (%s); %d rooms", reason or "unused", len(self.registry))
+
+    # -- connections ---------------------------------------------------------------------
+
+    def open_connection(self, transport: Any, room_id: str) -> tuple[Connection, Session]:
+        """Wrap an upgraded transport in an engine connection for the room ``room_id``."""
+        s = self.settings
+        session = Session(self, room_id, self._loop.create_future())
+        conn = Connection(
+            transport,
+            session,
+            self.flusher,
+            max_message_bytes=s.max_message_bytes,
+            max_buffered_bytes=s.max_buffered_bytes,
+            rate=s.rate_limit,
+            burst=s.rate_burst,
+            clock=self.clock,
+        )
+        self.connections.add(conn)
+        return conn, session
+
+    def handle_text(self, session: Session, conn: Connection, payload: bytes) -> None:
+        try:
+            message = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            conn.close(CLOSE_BAD_MESSAGE, "invalid JSON")
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        if session.member is None:
+            if kind == "join":
+                self._join(session, conn, message)
+            else:
+                conn.close(CLOSE_BAD_MESSAGE, "expected a join message")
+        elif kind == "purge":
+            self._purge(session, conn)
+        else:
+            conn.close(CLOSE_BAD_MESSAGE, "unexpected message")
+
+    def _join(self, session: Session, conn: Connection, message: dict[str, Any]) -> None:
+        secret = message.get("secret")
+        if not isinstance(secret, str):
+            conn.close(CLOSE_BAD_MESSAGE, "join needs a secret string")
+            return
+        room = self.registry.get(session.room_id)
+        if room is None or self.clock() >= room.expires_at:
+            conn.close(CLOSE_NO_SUCH_ROOM, "no such room")
+            return
+        if len(room.members) >= room.capacity:
+            conn.close(CLOSE_ROOM_FULL, "room full")
+            return
+        # Digests of equal length, compared in constant time: neither a wrong value nor a
+        # wrong length returns early.
+        if not hmac.compare_digest(secret_digest(secret), room.secret_digest):
+            conn.close(CLOSE_WRONG_SECRET, "wrong room secret")
+            return
+        member = room.add_member(conn)
+        session.room, session.member = room, member
+        conn.member_id = member.id
+        members = [m.describe() for m in room.members.values()]
+        conn.send_text(
+            orjson.dumps(
+                {
+                    "type": "welcome",
+                    "you": member.describe(),
+                    "creator": room.creator_id == member.id,
+                    "members": members,
+                    "expires": room.expires_ms,
+                    "capacity": room.capacity,
+                }
+            )
+        )
+        room.group.broadcast(
+            encode_frame(OP_TEXT, orjson.dumps({"type": "join", "member": member.describe()}))
+        )
+        room.group.add(conn)
+
+    def _purge(self, session: Session, conn: Connection) -> None:
+        room, member = session.room, session.member
+        if room is None or member is None or room.creator_id != member.id:
+            conn.send_text(_NOT_CREATOR)
+            return
+        self.end_room(room, "purged")
+
+    def handle_closed(self, session: Session, conn: Connection) -> None:
+        self.connections.discard(conn)
+        room, member = session.room, session.member
+        session.room = session.member = None
+        if room is not None and member is not None:
+            room.remove_member(member)
+            room.group.remove(conn)
+            if room.members:
+                room.group.broadcast(
+                    encode_frame(OP_TEXT, orjson.dumps({"type": "leave", "member": member.describe()}))
+                )
+            else:
+                self.end_room(room, None)
+        if not session.closed.done():
+            session.closed.set_result(None)
+
+    # -- liveness ------------------------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Close connections that did not join in time or fell silent; ping quiet ones."""
+        s = self.settings
+        now = self.clock()
+        for conn in list(self.connections):
+            if conn.closing:
+                continue
+            session = conn.session
+            if session.member is None:
+                if now - conn.opened_at >= s.join_timeout:
+                    conn.close(CLOSE_JOIN_TIMEOUT, "no join in time")
+                continue
+            silent = now - conn.last_activity
+            if silent >= s.idle_timeout:
+                conn.close(CLOSE_GOING_AWAY, "idle timeout")
+            elif silent >= s.ping_interval and now - session.pinged_at >= s.ping_interval:
+                session.pinged_at = now
+                conn.ping()
+
+    async def sweep_forever(self) -> None:
+        s = self.settings
+        tick = max(0.02, min(1.0, s.join_timeout / 4, s.ping_interval / 4))
+        while True:
+            await asyncio.sleep(tick)
+            self.sweep()
+
+    async def close_all(self, timeout: float = 3.0) -> None:
+        """Close every connection with 1001 and wait (up to ``timeout``) for them to go."""
+        waiters = [conn.session.closed for conn in self.connections]
+        for conn in list(self.connections):
+            conn.close(CLOSE_GOING_AWAY, "server shutdown")
+        for room in list(self.registry.rooms.values()):
+            self.end_room(room, None)
+        if waiters:
+            await asyncio.wait(waiters, timeout=timeout)

@@ -1,0 +1,70 @@
+"""The server side of the WebSocket opening handshake (RFC 6455 §4.2), without I/O."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class HandshakeError(Exception):
+    """The upgrade request is refused with an HTTP error; ``headers`` go with the response."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def _tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",")}
+
+
+def accept_key(key: str) -> str:
+    """The Sec-WebSocket-Accept value that answers ``key``."""
+    return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
+
+
+def check_upgrade(headers: Mapping[str, str]) -> str:
+    """Check an upgrade request's headers and return the Sec-WebSocket-Accept value.
+
+    No subprotocol and no extension is ever agreed, so those headers are not read.
+    Raises HandshakeError: 400 for a request that is not a WebSocket upgrade or has a bad key,
+    426 (with ``Sec-WebSocket-Version: 13``) for any version other than 13.
+    """
+    if "websocket" not in _tokens(headers.get("Upgrade", "")):
+        raise HandshakeError(400, "bad_request", "expected a WebSocket upgrade (Upgrade: websocket)")
+    if "upgrade" not in _tokens(headers.get("Connection", "")):
+        raise HandshakeError(400, "bad_request", "expected Connection: Upgrade")
+    if headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        raise HandshakeError(
+            426, "upgrade_required", "only WebSocket version 13 is spoken here",
+            {"Sec-WebSocket-Version": "13"},
+        )
+    key = headers.get("Sec-WebSocket-Key", "").strip()
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 16:
+        raise HandshakeError(400, "bad_request", "Sec-WebSocket-Key must be 16 bytes in base64")
+    return accept_key(key)
+
+
+def origin_allowed(origin: str | None, allowed: str | None, scheme: str, host: str) -> bool:
+    """Whether a request's Origin header may open a WebSocket (PROTOCOL.md §3).
+
+    A request without Origin (not from a browser) is allowed. Otherwise it must equal the
+    configured origin, or, when none is configured, the request's own scheme and host.
+    """
+    if origin is None:
+        return True
+    expected = allowed if allowed is not None else f"{scheme}://{host}"
+    return origin.strip().lower().rstrip("/") == expected.lower()

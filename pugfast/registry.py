@@ -1,0 +1,112 @@
+"""The room registry: rooms, their members and their deadlines, in memory and nowhere else.
+
+Plain data with one owner (the gateway). Times are passed in: ``now`` is the monotonic clock,
+which deadlines use; ``wall_ms`` is Unix milliseconds, which is only ever shown to clients.
+Only the SHA-256 of a room's secret is kept, so a dump of the relay's memory cannot be used to
+join a room.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from .names import pick_name
+from .pow import b64u
+
+
+@dataclass(eq=False)
+class Member:
+    """One joined connection: its id in the room, its display name and its engine connection."""
+
+    id: int
+    name: str
+    conn: Any
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name}
+
+
+@dataclass(eq=False)
+class Room:
+    """A room, from creation until it ends. ``group`` is the engine's fan-out set."""
+
+    id: str
+    secret_digest: bytes
+    ttl: int
+    capacity: int
+    expires_at: float
+    expires_ms: int
+    join_deadline: float
+    group: Any
+    members: dict[int, Member] = field(default_factory=dict)
+    next_member_id: int = 1
+    creator_id: int | None = None
+    joined_once: bool = False
+    timer: Any = None
+
+    def add_member(self, conn: Any) -> Member:
+        """Give ``conn`` the next member id and a name unique in the room."""
+        taken = {member.name for member in self.members.values()}
+        member = Member(self.next_member_id, pick_name(taken), conn)
+        self.next_member_id += 1
+        self.members[member.id] = member
+        if not self.joined_once:
+            self.joined_once = True
+            self.creator_id = member.id
+        return member
+
+    def remove_member(self, member: Member) -> None:
+        del self.members[member.id]
+        if self.creator_id == member.id:
+            # The room lives on without a creator: nobody else may purge it.
+            self.creator_id = None
+
+
+def new_room_id() -> str:
+    """16 bytes from the OS CSPRNG, base64url: 22 characters of [A-Za-z0-9_-]."""
+    return b64u(secrets.token_bytes(16))
+
+
+def secret_digest(secret_text: str) -> bytes:
+    """SHA-256 of a secret's text exactly as a client sends it."""
+    return hashlib.sha256(secret_text.encode("utf-8", "surrogatepass")).digest()
+
+
+class Registry:
+    """Every live room, by id."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, Room] = {}
+
+    def __len__(self) -> int:
+        return len(self.rooms)
+
+    def create(
+        self, *, ttl: int, capacity: int, join_window: float, group: Any, now: float, wall_ms: int
+    ) -> tuple[Room, str]:
+        """Make a room; return it and its secret (b64u), which is not kept."""
+        room_id = new_room_id()
+        while room_id in self.rooms:
+            room_id = new_room_id()
+        secret = b64u(secrets.token_bytes(16))
+        room = Room(
+            id=room_id,
+            secret_digest=secret_digest(secret),
+            ttl=ttl,
+            capacity=capacity,
+            expires_at=now + ttl,
+            expires_ms=wall_ms + ttl * 1000,
+            join_deadline=now + join_window,
+            group=group,
+        )
+        self.rooms[room_id] = room
+        return room, secret
+
+    def get(self, room_id: str) -> Room | None:
+        return self.rooms.get(room_id)
+
+    def remove(self, room: Room) -> None:
+        self.rooms.pop(room.id, None)

@@ -1,0 +1,76 @@
+"""Running the relay: the listening socket, the liveness sweep, and a clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+
+from aiohttp import web
+
+from . import __version__
+from .app import make_app
+from .config import Settings
+from .gateway import Gateway
+from .speedups import IMPLEMENTATION
+
+log = logging.getLogger("pugfast")
+
+
+class Relay:
+    """One running relay. ``await start()``, then ``await stop()`` (or ``async with``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.gateway: Gateway | None = None
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.gateway = Gateway(s, asyncio.get_running_loop())
+        # No access log: it would name rooms (in paths) and addresses.
+        self._runner = web.AppRunner(
+            make_app(self.gateway), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        sock = socket.create_server((s.host, s.port), backlog=4096, reuse_port=False)
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context())
+        await site.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self.gateway.sweep_forever())
+        scheme = "https" if s.tls else "http"
+        log.info(
+            "pugfast %s listening on %s://%s:%d (engine: %s, loop: %s)",
+            __version__, scheme, s.host, self.port, IMPLEMENTATION,
+            type(asyncio.get_running_loop()).__module__.split(".")[0],
+        )
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        s = self.settings
+        if not s.tls:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(s.tls_cert, s.tls_key)  # type: ignore[arg-type]
+        return context
+
+    async def stop(self) -> None:
+        """Close every member with 1001, then stop listening and release everything."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.gateway is not None:
+            await self.gateway.close_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

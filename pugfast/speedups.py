@@ -1,0 +1,34 @@
+"""Chooses the engine: the compiled extension, or its pure-Python twin.
+
+The choice is made once, at import. ``PUGFAST_NO_EXTENSIONS`` set to anything but "" or "0"
+selects the twin; otherwise the extension is used when it was built, and the twin when it was
+not (a source install without a compiler). ``IMPLEMENTATION`` says which one is active.
+Both expose the same names with the same behaviour; tests/ holds them to it.
+"""
+
+import os
+
+_DISABLED = os.environ.get("PUGFAST_NO_EXTENSIONS", "") not in ("", "0")
+
+if not _DISABLED:
+    try:
+        from ._speedups import (  # type: ignore[import-not-found]
+            OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
+            Connection, Flusher, FrameParser, Group, apply_mask, encode_close, encode_frame,
+        )
+    except ImportError:
+        _DISABLED = True
+
+if _DISABLED:
+    from ._fanout import Connection, Flusher, Group  # type: ignore[assignment]
+    from ._frames import (  # type: ignore[assignment]
+        OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
+        FrameParser, apply_mask, encode_close, encode_frame,
+    )
+
+IMPLEMENTATION: str = "python" if _DISABLED else "cython"
+
+__all__ = [
+    "IMPLEMENTATION", "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT",
+    "Connection", "Flusher", "FrameParser", "Group", "apply_mask", "encode_close", "encode_frame",
+]

@@ -1,0 +1,212 @@
+"""Helpers for tests that talk to a real relay over loopback.
+
+``running_relay`` starts the relay in-process on the test's own event loop (so each test runs
+on asyncio and on uvloop). ``RawClient`` speaks WebSocket over a plain socket, so tests can send
+exactly the bytes they mean, malformed ones included; its frame reader is written here from
+RFC 6455, independently of the relay's own codec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from pugfast.config import Settings
+from pugfast.server import Relay
+
+TEST_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "pow_difficulty": 0}
+
+
+def relay_settings(**overrides: Any) -> Settings:
+    values = dict(TEST_DEFAULTS)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class RunningRelay:
+    relay: Relay
+    session: aiohttp.ClientSession
+
+    @property
+    def port(self) -> int:
+        return self.relay.port
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def gateway(self) -> Any:
+        return self.relay.gateway
+
+    async def create_room(self, **fields: Any) -> dict[str, Any]:
+        async with self.session.post(f"{self.base}/api/challenge") as response:
+            challenge = await response.json()
+        body = {"token": challenge["token"], "nonce": "0", **fields}
+        async with self.session.post(f"{self.base}/api/rooms", json=body) as response:
+            assert response.status == 201, await response.text()
+            return await response.json()
+
+    async def raw(self, room: str) -> RawClient:
+        client = RawClient()
+        await client.connect(self.port, f"/r/{room}/ws")
+        return client
+
+    async def member(self, room: dict[str, Any]) -> tuple[RawClient, dict[str, Any]]:
+        """A raw client joined to ``room``; returns it with its welcome message."""
+        client = await self.raw(room["room"])
+        await client.send_json({"type": "join", "secret": room["secret"]})
+        welcome = await client.recv_json()
+        assert welcome["type"] == "welcome", welcome
+        return client, welcome
+
+
+@contextlib.asynccontextmanager
+async def running_relay(**overrides: Any) -> AsyncIterator[RunningRelay]:
+    relay = Relay(relay_settings(**overrides))
+    await relay.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield RunningRelay(relay, session)
+    finally:
+        await relay.stop()
+
+
+def client_frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bytes | None = b"\x11\x22\x33\x44",
+    length: int | None = None,
+) -> bytes:
+    """A client frame built by hand; ``length`` overrides the announced payload length."""
+    n = len(payload) if length is None else length
+    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mask_bit = 0x80 if mask is not None else 0
+    if n < 126:
+        head.append(mask_bit | n)
+    elif n < 65536:
+        head.append(mask_bit | 126)
+        head += struct.pack("!H", n)
+    else:
+        head.append(mask_bit | 127)
+        head += struct.pack("!Q", n)
+    if mask is None:
+        return bytes(head) + payload
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes(head) + mask + masked
+
+
+@dataclass
+class Frame:
+    opcode: int
+    payload: bytes
+    fin: bool = True
+
+    @property
+    def close_code(self) -> int | None:
+        return struct.unpack("!H", self.payload[:2])[0] if len(self.payload) >= 2 else None
+
+    @property
+    def close_reason(self) -> str:
+        return self.payload[2:].decode("utf-8")
+
+
+class RawClient:
+    """A WebSocket client over a plain TCP stream."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def connect(self, port: int, path: str, headers: dict[str, str] | None = None) -> None:
+        status, self.response_headers = await self.handshake(port, path, headers)
+        assert status == 101, (status, self.response_headers)
+
+    async def handshake(
+        self, port: int, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str]]:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        fields = {
+            "Host": f"127.0.0.1:{port}",
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": key,
+            "Sec-WebSocket-Version": "13",
+        }
+        fields.update(headers or {})
+        request = f"GET {path} HTTP/1.1\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in fields.items()
+        )
+        self.writer.write(request.encode() + b"\r\n")
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        response_headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                response_headers[name.strip().lower()] = value.strip()
+        return status, response_headers
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def send_json(self, message: Any) -> None:
+        self.send(client_frame(1, orjson.dumps(message)))
+        await self.writer.drain()
+
+    async def send_binary(self, payload: bytes) -> None:
+        self.send(client_frame(2, payload))
+        await self.writer.drain()
+
+    async def recv(self, timeout: float = 5.0) -> Frame:
+        """The next frame from the server (server frames must be unmasked, with no RSV bits)."""
+        async def read() -> Frame:
+            b0, b1 = await self.reader.readexactly(2)
+            assert b0 & 0x70 == 0, "server frame with an RSV bit"
+            assert b1 & 0x80 == 0, "server frames must not be masked"
+            n = b1 & 0x7F
+            if n == 126:
+                (n,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif n == 127:
+                (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            return Frame(b0 & 0x0F, await self.reader.readexactly(n), bool(b0 & 0x80))
+
+        return await asyncio.wait_for(read(), timeout)
+
+    async def recv_json(self, timeout: float = 5.0) -> Any:
+        frame = await self.recv(timeout)
+        assert frame.opcode == 1, frame
+        return orjson.loads(frame.payload)
+
+    async def recv_close(self, timeout: float = 5.0) -> Frame:
+        """Read until the close frame, skipping others; then expect the TCP connection to end."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame.opcode == 8:
+                rest = await asyncio.wait_for(self.reader.read(), timeout)
+                assert rest == b"", "data after the server's close frame"
+                return frame
+
+    async def expect_closed_with(self, code: int, timeout: float = 5.0) -> Frame:
+        frame = await self.recv_close(timeout)
+        assert frame.close_code == code, (frame.close_code, frame.payload)
+        return frame
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
