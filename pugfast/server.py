@@ -42,10 +42,10 @@ class Relay:
         site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context())
         await site.start()
         self._sweeper = asyncio.get_running_loop().create_task(self.gateway.sweep_forever())
-        scheme = "https" if s.tls else "http"
+        # The port, not the address: no log line names an IP address, not even our own.
         log.info(
-            "pugfast %s listening on %s://%s:%d (engine: %s, loop: %s)",
-            __version__, scheme, s.host, self.port, IMPLEMENTATION,
+            "pugfast %s listening on port %d (%s; engine: %s; loop: %s)",
+            __version__, self.port, "https" if s.tls else "http", IMPLEMENTATION,
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 

@@ -210,3 +210,83 @@ class RawClient:
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``pugfast serve`` in a child process on a free loopback port, stopped with SIGTERM.
+
+    ``prefix`` runs the server under another program (``strace``); stderr is collected.
+    """
+
+    def __init__(self, *flags: str, prefix: tuple[str, ...] = (), env: dict[str, str] | None = None):
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.prefix = prefix
+        command = [*prefix, sys.executable, "-m", "pugfast", "serve", "--host", "127.0.0.1",
+                   "--port", str(self.port), "--pow-difficulty", "0", *flags]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        self.stderr = ""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def ready(self, timeout: float = 15.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                assert self.process.poll() is None, self.process.stderr.read().decode()  # type: ignore[union-attr]
+                try:
+                    async with session.get(f"{self.base}/healthz") as response:
+                        if response.status == 200:
+                            return
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert loop.time() < deadline, "the server did not start"
+                await asyncio.sleep(0.05)
+
+    async def create_room(self, **fields: Any) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{self.base}/api/challenge") as response:
+                token = (await response.json())["token"]
+            body = {"token": token, "nonce": "0", **fields}
+            async with session.post(f"{self.base}/api/rooms", json=body) as response:
+                assert response.status == 201
+                return await response.json()
+
+    @property
+    def server_pid(self) -> int:
+        """The relay's own pid: the child's, or under a prefix (strace) the grandchild's."""
+        if not self.prefix:
+            return self.process.pid
+        with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as children:
+            return int(children.read().split()[0])
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then wait; returns the exit code and keeps stderr in ``self.stderr``."""
+        import signal
+
+        if self.process.poll() is None:
+            os.kill(self.server_pid, signal.SIGTERM)
+        _, err = self.process.communicate(timeout=timeout)
+        self.stderr = err.decode("utf-8", "replace")
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()

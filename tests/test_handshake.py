@@ -1,0 +1,55 @@
+"""The opening handshake's checks, without a network (RFC 6455 §4.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pugfast.handshake import HandshakeError, accept_key, check_upgrade, origin_allowed
+
+GOOD = {
+    "Upgrade": "websocket",
+    "Connection": "keep-alive, Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
+
+def test_rfc_6455_sample_key() -> None:
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert check_upgrade(GOOD) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"Upgrade": "h2c"}, 400),
+        ({"Connection": "keep-alive"}, 400),
+        ({"Sec-WebSocket-Version": "8"}, 426),
+        ({"Sec-WebSocket-Version": ""}, 426),
+        ({"Sec-WebSocket-Key": ""}, 400),
+        ({"Sec-WebSocket-Key": "c2hvcnQ="}, 400),
+        ({"Sec-WebSocket-Key": "not base64!!"}, 400),
+    ],
+)
+def test_bad_upgrades_are_refused(change: dict[str, str], status: int) -> None:
+    with pytest.raises(HandshakeError) as info:
+        check_upgrade({**GOOD, **change})
+    assert info.value.status == status
+    if status == 426:
+        assert info.value.headers == {"Sec-WebSocket-Version": "13"}
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "ok"),
+    [
+        (None, None, True),
+        ("http://relay.test:3000", None, True),
+        ("http://evil.test", None, False),
+        ("https://relay.test:3000", None, False),
+        ("https://chat.example.org", "https://chat.example.org", True),
+        ("http://relay.test:3000", "https://chat.example.org", False),
+        ("null", None, False),
+    ],
+)
+def test_origin_must_match_the_configured_or_own_origin(origin, allowed, ok) -> None:
+    assert origin_allowed(origin, allowed, "http", "relay.test:3000") is ok
