@@ -23,7 +23,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, encode_close, encode_frame
+from ._frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    encode_close,
+    encode_frame,
+)
 from .errors import ProtocolError
 
 # aiohttp's payload-parser interface returns (eof, tail); these two are reused, not rebuilt.
@@ -164,7 +173,7 @@ class Connection:
         parser.feed(data)
         try:
             while not self.closing:
-                event = parser.next_event()
+                event: Any = parser.next_event()
                 if event is None:
                     break
                 opcode = event[0]

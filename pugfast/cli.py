@@ -1,4 +1,4 @@
-"""The command line: ``pugfast serve`` (also ``python -m pugfast serve``) and ``--version``."""
+"""The command line: ``pugfast serve``, ``pugfast bench`` and ``--version`` (also ``python -m pugfast``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import __version__
 from .config import Settings, add_arguments, load_settings
@@ -28,12 +28,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--version", action="version", version=f"pugfast {__version__}")
     add_arguments(serve)
+    bench = commands.add_parser(
+        "bench",
+        help="load-test a pugfast relay",
+        description="Load-test any pugfast relay: create rooms, join members, relay timestamped "
+        "messages, and report throughput, latency and errors.",
+    )
+    from .bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(args)
     if args.command != "serve":
         parser.print_help()
         return 2
@@ -80,6 +93,7 @@ def serve(settings: Settings) -> int:
         await stop.wait()
         await relay.stop()
 
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     if settings.event_loop == "uvloop":
         try:
             import uvloop
@@ -88,8 +102,6 @@ def serve(settings: Settings) -> int:
                   file=sys.stderr)
             return 2
         loop_factory = uvloop.new_event_loop
-    else:
-        loop_factory = asyncio.new_event_loop
     loop = loop_factory()
     asyncio.set_event_loop(loop)
     try:

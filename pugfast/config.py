@@ -186,7 +186,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=option.dest, action="store_const", const="1",
                                 default=None, help=help_text)
         else:
-            metavar = option.choices and "{" + ",".join(option.choices) + "}" or option.dest.upper()
+            metavar = (option.choices and "{" + ",".join(option.choices) + "}") or option.dest.upper()
             parser.add_argument(flag, dest=option.dest, default=None, metavar=metavar,
                                 help=help_text)
 

@@ -15,6 +15,7 @@ import heapq
 import hmac
 import re
 import secrets
+from typing import TypeGuard
 
 TOKEN_LIFETIME = 120.0
 _NONCE = re.compile(r"0|[1-9][0-9]{0,19}")
@@ -116,11 +117,11 @@ class ChallengeIssuer:
         return len(self._spent)
 
 
-def valid_nonce(nonce: object) -> bool:
+def valid_nonce(nonce: object) -> TypeGuard[str]:
     """A decimal integer string of 1 to 20 digits with no leading zero (``"0"`` itself is fine)."""
     return isinstance(nonce, str) and _NONCE.fullmatch(nonce) is not None
 
 
-def valid_token_text(token: object) -> bool:
+def valid_token_text(token: object) -> TypeGuard[str]:
     """Printable ASCII of at most 256 characters: the shape every token has."""
     return isinstance(token, str) and 0 < len(token) <= 256 and token.isascii() and token.isprintable()

@@ -43,7 +43,9 @@ class PrivateFormatter(logging.Formatter):
         text = super().format(record)
         if exc_info and exc_info[1] is not None:
             frames = traceback.extract_tb(exc_info[2])
-            where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames))
+            where = " <- ".join(
+                f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in reversed(frames)
+            )
             text += f" [{type(exc_info[1]).__name__} at {where}]"
         return text
 

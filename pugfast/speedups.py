@@ -12,18 +12,37 @@ _DISABLED = os.environ.get("PUGFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 if not _DISABLED:
     try:
-        from ._speedups import (  # type: ignore[import-not-found]
-            OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-            Connection, Flusher, FrameParser, Group, apply_mask, encode_close, encode_frame,
+        from ._speedups import (
+            OP_BINARY,
+            OP_CLOSE,
+            OP_CONT,
+            OP_PING,
+            OP_PONG,
+            OP_TEXT,
+            Connection,
+            Flusher,
+            FrameParser,
+            Group,
+            apply_mask,
+            encode_close,
+            encode_frame,
         )
     except ImportError:
         _DISABLED = True
 
 if _DISABLED:
-    from ._fanout import Connection, Flusher, Group  # type: ignore[assignment]
-    from ._frames import (  # type: ignore[assignment]
-        OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
-        FrameParser, apply_mask, encode_close, encode_frame,
+    from ._fanout import Connection, Flusher, Group
+    from ._frames import (
+        OP_BINARY,
+        OP_CLOSE,
+        OP_CONT,
+        OP_PING,
+        OP_PONG,
+        OP_TEXT,
+        FrameParser,
+        apply_mask,
+        encode_close,
+        encode_frame,
     )
 
 IMPLEMENTATION: str = "python" if _DISABLED else "cython"

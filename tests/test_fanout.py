@@ -119,7 +119,7 @@ def test_selector_reports_the_active_engine() -> None:
     import os
 
     expected = "python" if os.environ.get("PUGFAST_NO_EXTENSIONS") not in (None, "", "0") else "cython"
-    assert speedups.IMPLEMENTATION == expected
+    assert expected == speedups.IMPLEMENTATION
     module = speedups.Connection.__module__
     assert module == ("pugfast._fanout" if expected == "python" else "pugfast._speedups")
 
