@@ -8,6 +8,7 @@ docs/engine.md for why that is safe and which aiohttp versions it relies on.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -91,8 +92,9 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     if request.app[GATEWAY].settings.tls:
         headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     if "Cache-Control" not in headers:
-        static = request.path.startswith("/static/")
-        headers["Cache-Control"] = "no-cache" if static else "no-store"
+        # Assets may be kept if revalidated; pages, API answers and errors never are.
+        asset = request.path.startswith("/static/") and response.status < 400
+        headers["Cache-Control"] = "no-cache" if asset else "no-store"
     headers.popall("Set-Cookie", None)
 
 
@@ -103,6 +105,15 @@ async def home(request: web.Request) -> web.StreamResponse:
 async def room_page(request: web.Request) -> web.StreamResponse:
     # The same shell for every well-formed id, so the page is no oracle for which rooms exist.
     return web.FileResponse(static_dir() / "room.html")
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """A file of the client, from static/ and nowhere else; anything else is a JSON 404."""
+    root = static_dir().resolve()
+    path = (root / request.match_info["path"]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -143,8 +154,9 @@ def _optional_int(body: dict[str, Any], name: str, default: int, low: int, high:
 async def create_room(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     s = gateway.settings
+    raw = await request.read()
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return json_error(400, "bad_request", "the body must be JSON")
     if not isinstance(body, dict):
@@ -154,6 +166,10 @@ async def create_room(request: web.Request) -> web.Response:
         return json_error(400, "bad_request", "token must be the string /api/challenge gave")
     if not valid_nonce(nonce):
         return json_error(400, "bad_request", "nonce must be a decimal string of 1-20 digits")
+    if any(type(body.get(name)) is float for name in ("ttl", "capacity")):
+        # orjson reads an integer past 64 bits as a float; the standard library's parser
+        # keeps it an integer, which is then clamped like any other.
+        body = json.loads(raw.decode("utf-8"))
     ttl = _optional_int(body, "ttl", s.ttl_default, s.ttl_min, s.ttl_max)
     capacity = _optional_int(body, "capacity", s.capacity_default, s.capacity_min, s.capacity_max)
     try:
@@ -217,5 +233,5 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/api/rooms", create_room)
     app.router.add_get(f"/r/{{room:{ROOM_ID}}}", room_page)
     app.router.add_get(f"/r/{{room:{ROOM_ID}}}/ws", websocket)
-    app.router.add_static("/static", static_dir(), follow_symlinks=False)
+    app.router.add_get("/static/{path:.*}", static_file)
     return app

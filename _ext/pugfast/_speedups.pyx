@@ -8,3 +8,4 @@ parser's buffer, without a Python object in between).
 """
 
 include "_frames.pxi"
+include "_fanout.pxi"

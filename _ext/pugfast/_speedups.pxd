@@ -1,0 +1,121 @@
+# Declarations of the compiled engine's extension types (see _speedups.pyx).
+
+# --- frame codec ---
+# Implemented in _frames.pxi; its Python-level API is the same as pugfast/_frames.py's.
+
+cdef enum:
+    # RFC 6455 opcodes as C constants; the module's OP_* names are the same values for Python.
+    WS_CONT = 0
+    WS_TEXT = 1
+    WS_BINARY = 2
+    WS_CLOSE = 8
+    WS_PING = 9
+    WS_PONG = 10
+
+cdef struct Utf8State:
+    # Continuation bytes still owed by the code point in progress (0 between code points), and
+    # the range the next one must fall in: RFC 3629 narrows it after E0, ED, F0 and F4.
+    int need
+    unsigned char lo
+    unsigned char hi
+
+cdef class FrameParser:
+    # The event next_c returned last: see next_c in _frames.pxi.
+    cdef const unsigned char* payload
+    cdef Py_ssize_t payload_len
+    cdef int close_code
+
+    # Received bytes: _buf[_start:_end] is not yet consumed; _buf_cap bytes are allocated.
+    cdef unsigned char* _buf
+    cdef Py_ssize_t _buf_cap
+    cdef Py_ssize_t _start
+    cdef Py_ssize_t _end
+    # The fragmented message in progress (_frag_opcode is 0 when there is none).
+    cdef unsigned char* _frag
+    cdef Py_ssize_t _frag_cap
+    cdef Py_ssize_t _frag_len
+    cdef int _frag_opcode
+    cdef Utf8State _utf8
+    # The header _read_header checked last.
+    cdef bint _fin
+    cdef bint _masked
+    cdef int _opcode
+    cdef Py_ssize_t _length
+
+    cdef Py_ssize_t _max_message_bytes
+    cdef bint _require_mask
+    cdef bint _finished
+
+    cdef int feed_c(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int next_c(self) except -2
+    cdef Py_ssize_t _read_header(self, const unsigned char* p, Py_ssize_t available) except -1
+    cdef int _control(self, const unsigned char* data, Py_ssize_t n) except -2
+    cdef int _add_fragment(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _resize(self, Py_ssize_t capacity) except -1
+    cdef int _trim(self) except -1
+    cdef int _fail(self, int code, str reason) except -1
+    cdef void _release(self) noexcept
+
+
+# --- connection layer and fan-out ---
+# Implemented in _fanout.pxi; its Python-level API is the same as pugfast/_fanout.py's.
+
+cdef class Connection
+cdef class Group
+
+
+cdef class Flusher:
+    cdef object _call_soon
+    cdef object _flush_callback
+    cdef list _dirty
+    cdef bint _scheduled
+    # Where a relayed frame is built once before it is copied to each recipient.
+    cdef unsigned char* _scratch
+    cdef Py_ssize_t _scratch_cap
+    cdef public Py_ssize_t frames
+    cdef public Py_ssize_t writes
+
+    cdef int _mark(self, Connection conn) except -1
+
+
+cdef class Group:
+    cdef public list members
+
+
+cdef class Connection:
+    cdef public object transport
+    cdef public object session
+    cdef public Group group
+    cdef public unsigned int member_id
+    cdef public bint closing
+    cdef public double opened_at
+    cdef public double last_activity
+    cdef public int close_code
+
+    cdef Flusher _flusher
+    cdef object _clock
+    cdef FrameParser _parser
+    # Pending output: frames queued since the last flush.
+    cdef unsigned char* _out
+    cdef Py_ssize_t _out_len
+    cdef Py_ssize_t _out_cap
+    cdef Py_ssize_t _frames
+    cdef Py_ssize_t _backlog
+    cdef Py_ssize_t _max_buffered
+    cdef bint _dirty
+    cdef bint _notified
+    cdef bint _aborted
+    cdef double _rate
+    cdef double _burst
+    cdef double _tokens
+    cdef double _last_notice
+
+    cdef bint _take_token(self, double now) except -1
+    cdef int _on_binary(self, const unsigned char* payload, Py_ssize_t n, double now) except -1
+    cdef int _on_text(self, bytes payload, double now) except -1
+    cdef int _append(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _queue(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _queue_bytes(self, bytes frame) except -1
+    cdef int _drop_slow_consumer(self) except -1
+    cdef int _flush(self) except -1
+    cdef int _notify_closed(self) except -1

@@ -1,0 +1,45 @@
+"""The protocol core imports neither asyncio nor aiohttp (STYLE.md: a sans-I/O core).
+
+Each module is imported in a fresh interpreter, where nothing else can have pulled them in.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_EXTENSIONS = os.environ.get("PUGFAST_NO_EXTENSIONS", "") not in ("", "0")
+
+CHECK = """
+import sys, {module}
+loaded = sorted(name for name in ("asyncio", "aiohttp", "uvloop") if name in sys.modules)
+assert not loaded, f"{module} imports {{loaded}}"
+"""
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "pugfast._frames",
+        pytest.param(
+            "pugfast._speedups",
+            marks=pytest.mark.skipif(
+                NO_EXTENSIONS, reason="PUGFAST_NO_EXTENSIONS=1: the compiled codec is not tested"
+            ),
+        ),
+    ],
+)
+def test_core_module_imports_no_io_framework(module: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CHECK.format(module=module)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
