@@ -1,10 +1,15 @@
-"""Microbenchmark of the frame codec: the compiled extension against its pure-Python twin.
+"""Microbenchmark of the engine: the compiled extension against its pure-Python twin.
 
-    python bench/codec_bench.py [--frames N] [--size BYTES] [--repeat N] [--json]
+    python bench/codec_bench.py [--frames N] [--size BYTES] [--members N] [--repeat N] [--json]
 
-Parses a long stream of masked binary frames, as a server receives them, fed in socket-read
-sized chunks, with each implementation in turn; prints the median frames/s of each and the
-ratio. One function per measurement.
+Two measurements, each with both implementations in the same run:
+
+- parse: a long stream of masked binary frames, as a server receives them, fed in socket-read
+  sized chunks; the median frames/s of each and the ratio;
+- fan-out: the same frames arriving in bursts of three at one member of a room, relayed to
+  every other member and flushed once per burst (one loop iteration); the median CPU time per
+  delivery. The transports are sinks that take every write whole, so this is the engine's own
+  cost without the system calls (bench/run.py measures the whole relay over sockets).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import pugfast._fanout as py_fanout
 import pugfast._frames as py_impl
 
 try:
@@ -92,20 +98,103 @@ def report_parse(result: dict[str, Any]) -> None:
         print(f"  cython/python: {result['ratio']:.1f}x")
 
 
+class SinkTransport:
+    """Takes every write whole and keeps only the byte count."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class QuietSession:
+    def on_text(self, conn: Any, payload: bytes) -> None:
+        pass
+
+    def on_closed(self, conn: Any) -> None:
+        pass
+
+
+def fan_out(impl: Any, bursts: list[bytes], members: int, size: int) -> int:
+    """Relays every burst from member 1 to the others, one flush per burst; returns deliveries."""
+    scheduled: list[Any] = []
+    flusher = impl.Flusher(scheduled.append)
+    group = impl.Group()
+    session = QuietSession()
+    conns = []
+    for member_id in range(1, members + 1):
+        conn = impl.Connection(
+            SinkTransport(), session, flusher, max_message_bytes=size, max_buffered_bytes=1 << 30,
+            rate=0.0, burst=1, clock=time.monotonic,
+        )
+        conn.member_id = member_id
+        group.add(conn)
+        conns.append(conn)
+    sender = conns[0]
+    for burst in bursts:
+        sender.feed_data(burst)
+        flusher.flush()
+    assert sum(c.transport.written for c in conns[1:]) == len(bursts) * 3 * (members - 1) * (
+        size + 4 + (2 if size + 4 < 126 else 4)
+    )
+    return flusher.frames
+
+
+def measure_fan_out(frames: int, size: int, members: int, repeat: int) -> dict[str, Any]:
+    """CPU ns per delivery for each implementation, bursts of three into a room of members."""
+    stream = masked_stream(frames - frames % 3, size)
+    frame_len = len(stream) // (frames - frames % 3)
+    bursts = [stream[i : i + 3 * frame_len] for i in range(0, len(stream), 3 * frame_len)]
+    result: dict[str, Any] = {"frames": len(bursts) * 3, "payload_bytes": size, "members": members}
+    for name, impl in {"python": py_fanout, "cython": c_impl}.items():
+        if impl is None:
+            continue
+        rate = median_rate(partial(fan_out, impl, bursts, members, size), repeat)
+        result[name] = {"ns_per_delivery": 1e9 / rate["median"], "runs": rate["runs"]}
+    if c_impl is not None:
+        result["ratio"] = result["python"]["ns_per_delivery"] / result["cython"]["ns_per_delivery"]
+    return result
+
+
+def report_fan_out(result: dict[str, Any]) -> None:
+    print(
+        f"fan-out: {result['frames']} frames of {result['payload_bytes']} bytes in bursts of 3, "
+        f"room of {result['members']}"
+    )
+    for name in ("python", "cython"):
+        if name in result:
+            print(f"  {name:>7}: {result[name]['ns_per_delivery']:>10,.0f} ns CPU per delivery (median)")
+    if "ratio" in result:
+        print(f"  python/cython: {result['ratio']:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=200_000, help="frames per run")
     parser.add_argument("--size", type=int, default=256, help="payload bytes per frame")
+    parser.add_argument("--members", type=int, default=10, help="room size for the fan-out")
     parser.add_argument("--repeat", type=int, default=7, help="runs per implementation (>= 5)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if args.repeat < 5:
         parser.error("--repeat must be at least 5: the median of fewer runs is noise")
     parse = measure_parse(args.frames, args.size, args.repeat)
+    fan = measure_fan_out(args.frames // 10, args.size, args.members, args.repeat)
     if args.json:
-        print(json.dumps({"parse": parse}, indent=2))
+        print(json.dumps({"parse": parse, "fan_out": fan}, indent=2))
     else:
         report_parse(parse)
+        report_fan_out(fan)
 
 
 if __name__ == "__main__":
