@@ -237,6 +237,7 @@ class ServerProcess:
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, **(env or {})},
+            start_new_session=True,  # so kill() reaches a server started under a prefix too
         )
         self.stderr = ""
 
@@ -280,13 +281,22 @@ class ServerProcess:
         """SIGTERM, then wait; returns the exit code and keeps stderr in ``self.stderr``."""
         import signal
 
+        import subprocess
+
         if self.process.poll() is None:
             os.kill(self.server_pid, signal.SIGTERM)
-        _, err = self.process.communicate(timeout=timeout)
+        try:
+            _, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
         self.stderr = err.decode("utf-8", "replace")
         return self.process.returncode
 
     def kill(self) -> None:
+        """Kill the server and anything it runs under, at once."""
+        import signal
+
         if self.process.poll() is None:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.communicate()

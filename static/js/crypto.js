@@ -1,0 +1,95 @@
+// The room's encryption (PROTOCOL.md §4; docs/client.md has the full format):
+//   ciphertext = 0x01 || iv (12 random bytes) || AES-256-GCM(key, iv, padded plaintext,
+//                                                           aad = ASCII(room id))
+// The plaintext is padded with spaces to a size bucket so lengths leak only the bucket.
+
+import { concatBytes, utf8Encode } from "./encoding.js";
+import { WORDS } from "./words.js";
+
+export const VERSION = 0x01;
+export const KEY_BYTES = 32;
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
+export const OVERHEAD = 1 + IV_BYTES + TAG_BYTES;
+export const SMALLEST_BUCKET = 256;
+const FINGERPRINT_WORDS = 8;
+const SPACE = 0x20;
+
+export class DecryptError extends Error {
+  constructor(reason) {
+    super(`could not be decrypted: ${reason}`);
+    this.name = "DecryptError";
+  }
+}
+
+// A fresh 32-byte key from the browser's CSPRNG, as raw bytes for the link. The CryptoKey
+// made here is thrown away; the room page imports its own, non-extractable one.
+export async function generateKeyBytes() {
+  const key = await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, true, ["encrypt"]);
+  return new Uint8Array(await crypto.subtle.exportKey("raw", key));
+}
+
+export function importRoomKey(raw) {
+  return crypto.subtle.importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+}
+
+// The bucket a plaintext of `length` bytes is padded to: the smallest of 256, 512, 1024, ...
+// that holds it.
+export function bucketFor(length) {
+  let bucket = SMALLEST_BUCKET;
+  while (bucket < length) bucket *= 2;
+  return bucket;
+}
+
+// The largest plaintext bucket whose ciphertext fits in maxMessageBytes, or 0 if none does.
+export function largestBucket(maxMessageBytes) {
+  let bucket = 0;
+  for (let b = SMALLEST_BUCKET; b + OVERHEAD <= maxMessageBytes; b *= 2) bucket = b;
+  return bucket;
+}
+
+export function pad(plaintext) {
+  const padded = new Uint8Array(bucketFor(plaintext.length)).fill(SPACE);
+  padded.set(plaintext);
+  return padded;
+}
+
+export async function encrypt(key, roomId, plaintext) {
+  const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+  const sealed = await crypto.subtle.encrypt(
+    { name: "AES-GCM", iv, additionalData: utf8Encode(roomId), tagLength: TAG_BYTES * 8 },
+    key,
+    pad(plaintext),
+  );
+  return concatBytes(Uint8Array.of(VERSION), iv, new Uint8Array(sealed));
+}
+
+// Returns the padded plaintext. Throws DecryptError for an unknown version, a message too
+// short to hold an IV and tag, or one that fails authentication (wrong key, wrong room,
+// altered bytes).
+export async function decrypt(key, roomId, message) {
+  if (message.length < OVERHEAD) throw new DecryptError("too short");
+  if (message[0] !== VERSION) throw new DecryptError(`unknown version ${message[0]}`);
+  try {
+    const plain = await crypto.subtle.decrypt(
+      {
+        name: "AES-GCM",
+        iv: message.subarray(1, 1 + IV_BYTES),
+        additionalData: utf8Encode(roomId),
+        tagLength: TAG_BYTES * 8,
+      },
+      key,
+      message.subarray(1 + IV_BYTES),
+    );
+    return new Uint8Array(plain);
+  } catch {
+    throw new DecryptError("authentication failed");
+  }
+}
+
+// Words for comparing keys out of band: the first 8 bytes of SHA-256(raw key), one word
+// per byte (64 bits, too many to forge a matching key by trial).
+export async function fingerprint(raw) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
+  return Array.from(digest.subarray(0, FINGERPRINT_WORDS), (byte) => WORDS[byte]);
+}

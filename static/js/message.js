@@ -1,0 +1,40 @@
+// The plaintext inside each ciphertext (docs/client.md, "Plaintext"): UTF-8 JSON
+//   {"text": string, "ts": ms, "sid": b64u(8 random bytes), "n": counter from 1}
+// sid and n let a receiver refuse a ciphertext the relay replays (see replay.js).
+
+import { b64uDecode, utf8Decode, utf8Encode } from "./encoding.js";
+
+export const SID_BYTES = 8;
+
+export class MessageFormatError extends Error {
+  constructor(reason) {
+    super(`malformed message: ${reason}`);
+    this.name = "MessageFormatError";
+  }
+}
+
+export function encodeMessage({ text, ts, sid, n }) {
+  return utf8Encode(JSON.stringify({ text, ts, sid, n }));
+}
+
+// Parses a decrypted, padded plaintext. Unknown fields are ignored, as everywhere in the
+// protocol. Throws MessageFormatError when a field is missing or of the wrong kind.
+export function decodeMessage(padded) {
+  let value;
+  try {
+    value = JSON.parse(utf8Decode(padded));
+  } catch {
+    throw new MessageFormatError("not UTF-8 JSON");
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new MessageFormatError("not an object");
+  }
+  const { text, ts, sid, n } = value;
+  if (typeof text !== "string") throw new MessageFormatError("text");
+  if (!Number.isSafeInteger(ts) || ts < 0) throw new MessageFormatError("ts");
+  if (typeof sid !== "string" || b64uDecode(sid)?.length !== SID_BYTES) {
+    throw new MessageFormatError("sid");
+  }
+  if (!Number.isSafeInteger(n) || n < 1) throw new MessageFormatError("n");
+  return { text, ts, sid, n };
+}

@@ -1,0 +1,411 @@
+// The room page. Reads the link's fragment once, keeps the key only in this tab's memory,
+// and wires the connection (channel.js) to the screen: members, messages, compose, copy
+// link, time left, fingerprint, purge, and one clear screen for each way a visit ends.
+
+import { getLimits } from "./api.js";
+import { RoomChannel } from "./channel.js";
+import { decrypt, encrypt, fingerprint, importRoomKey, largestBucket } from "./crypto.js";
+import { b64uEncode } from "./encoding.js";
+import { describeCountdown, formatClock, formatCountdown, formatNumber } from "./format.js";
+import { buildLink, parseFragment, roomFromPath } from "./link.js";
+import { SID_BYTES, decodeMessage, encodeMessage } from "./message.js";
+import { ReplayGuard } from "./replay.js";
+
+const $ = (id) => document.getElementById(id);
+const screens = { connecting: $("connecting"), room: $("room"), ended: $("ended") };
+const log = $("log");
+const messageList = $("messages");
+const memberList = $("members");
+const compose = $("compose");
+const sendButton = $("send");
+const composeCount = $("compose-count");
+const purgeButton = $("purge");
+const purgeDialog = $("purge-dialog");
+const copyStatus = $("copy-status");
+const linkBox = $("link-box");
+const linkField = $("link-field");
+const timeLeft = $("time-left");
+const timeLeftWords = $("time-left-words");
+
+// How each visit can end. "final" endings forget the key: there is nothing left to rejoin.
+const ENDINGS = {
+  expired: {
+    title: "This room has expired",
+    text: "Its time ran out, so the relay dropped it along with everything that passed through it.",
+    final: true,
+  },
+  purged: {
+    title: "This room was purged",
+    text: "Its creator ended it for everyone. Nothing that was said in it is kept anywhere.",
+    final: true,
+  },
+  gone: {
+    title: "No such room",
+    text:
+      "There is no room at this link. It may have ended already: a room ends when its last " +
+      "person leaves, when its time runs out, or when its creator purges it.",
+    final: true,
+  },
+  full: {
+    title: "This room is full",
+    text: "It already holds as many people as its creator allowed.",
+    extra: "You can try again when someone leaves.",
+    rejoin: "Try again",
+  },
+  "wrong-link": {
+    title: "This link does not work",
+    text:
+      "The link is incomplete or has been changed. Ask the person who shared it to send it " +
+      "again, and open it whole.",
+    extra:
+      "If you reloaded the page: the room's key lives only in this tab's memory and a reload " +
+      "forgets it, on purpose. Open the original link again.",
+    final: true,
+  },
+  lost: {
+    title: "Connection lost",
+    text:
+      "You are no longer connected to the room. It may still be going on, but messages sent " +
+      "while you are away will not reach you.",
+    rejoin: "Join again",
+  },
+  insecure: {
+    title: "This page needs a secure connection",
+    text:
+      "Browsers only allow encryption on pages served over HTTPS. Open the link with https:// " +
+      "instead.",
+    final: true,
+  },
+};
+
+// Everything the tab knows about the room lives here, in memory, and nowhere else.
+const state = {
+  room: roomFromPath(location.pathname),
+  secret: null,
+  keyText: null,
+  key: null,
+  limits: null,
+  clockOffset: 0,
+  channel: null,
+  me: null,
+  creator: false,
+  capacity: 0,
+  expires: 0,
+  members: new Map(),
+  names: new Map(),
+  sid: null,
+  sent: 0,
+  guard: new ReplayGuard(),
+  receiving: Promise.resolve(),
+  sending: Promise.resolve(),
+  joinedBefore: false,
+  ticker: 0,
+};
+
+function show(name) {
+  for (const [key, el] of Object.entries(screens)) el.hidden = key !== name;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// Appends to the log, keeping it scrolled to the end unless the reader has scrolled up.
+function appendToLog(item) {
+  const atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
+  messageList.append(item);
+  if (atEnd) log.scrollTop = log.scrollHeight;
+}
+
+function notice(text) {
+  appendToLog(el("li", "notice", text));
+}
+
+function nameOf(memberId) {
+  return state.names.get(memberId) ?? `Member ${memberId}`;
+}
+
+function showMessage({ sender, ts, text, mine = false, failed = false }) {
+  const item = el("li", `message${mine ? " mine" : ""}${failed ? " undecryptable" : ""}`);
+  const meta = el("p", "meta");
+  meta.append(el("span", "sender", mine ? `${sender} (you)` : sender));
+  meta.append(" ");
+  const time = el("time", "sent", formatClock(ts));
+  time.dateTime = new Date(ts).toISOString();
+  meta.append(time);
+  item.append(meta, el("p", "text", failed ? "could not be decrypted" : text));
+  appendToLog(item);
+}
+
+function showMembers() {
+  const items = [...state.members].map(([id, name]) => {
+    const item = el("li", "member", name);
+    if (id === state.me.id) item.append(" ", el("span", "tag", "you"));
+    // The first member to join is the creator, and member ids start at 1 (PROTOCOL.md §2,
+    // §3.1); the welcome only tells each member whether they themselves are the creator.
+    const creator = state.creator ? id === state.me.id : id === 1;
+    if (creator) item.append(" ", el("span", "tag", "creator"));
+    return item;
+  });
+  memberList.replaceChildren(...items);
+  $("member-count").textContent = `(${state.members.size} of ${state.capacity})`;
+}
+
+function tick() {
+  const left = state.expires - (Date.now() + state.clockOffset);
+  timeLeft.textContent = formatCountdown(left);
+  timeLeftWords.textContent = describeCountdown(left);
+}
+
+// --- Compose ----------------------------------------------------------------------------
+
+// The largest plaintext this relay lets through, and how much of it the text would use.
+function measure(text) {
+  const budget = largestBucket(state.limits.maxMessageBytes);
+  const envelope = { ts: Date.now(), sid: state.sid, n: state.sent + 1 };
+  const base = encodeMessage({ ...envelope, text: "" }).length;
+  const used = encodeMessage({ ...envelope, text }).length;
+  return { used: used - base, limit: Math.max(0, budget - base), fits: used <= budget };
+}
+
+function updateCount() {
+  const { used, limit, fits } = measure(compose.value);
+  const count = `${formatNumber(used)} of ${formatNumber(limit)} bytes`;
+  if (limit === 0) {
+    composeCount.textContent =
+      "This relay's message size limit is too small for encrypted messages.";
+  } else {
+    composeCount.textContent = fits ? count : `Too long: ${count}`;
+  }
+  composeCount.classList.toggle("over", !fits);
+  compose.setAttribute("aria-invalid", String(!fits));
+  sendButton.disabled = !fits;
+}
+
+function send() {
+  const text = compose.value;
+  if (text.trim() === "" || !measure(text).fits) return;
+  state.sent += 1;
+  const message = { text, ts: Date.now(), sid: state.sid, n: state.sent };
+  compose.value = "";
+  updateCount();
+  const { key, channel, room } = state;
+  // Encryption is asynchronous; chaining keeps this tab's messages in the order typed.
+  state.sending = state.sending
+    .then(async () => {
+      const ciphertext = await encrypt(key, room, encodeMessage(message));
+      if (ciphertext.length > state.limits.maxMessageBytes) {
+        notice("That message is too long for this relay and was not sent.");
+      } else if (channel.send(ciphertext)) {
+        showMessage({ sender: state.me.name, ts: message.ts, text, mine: true });
+      } else {
+        notice("Not connected: that message was not sent.");
+      }
+    })
+    .catch((error) => notice(`That message was not sent: ${error.message}`));
+}
+
+// --- Receiving --------------------------------------------------------------------------
+
+async function receive(memberId, ciphertext) {
+  const { key, room } = state;
+  if (key === null) return;
+  let message;
+  try {
+    message = decodeMessage(await decrypt(key, room, ciphertext));
+  } catch {
+    showMessage({ sender: nameOf(memberId), ts: Date.now(), failed: true });
+    return;
+  }
+  if (!state.guard.accept(memberId, message.sid, message.n)) {
+    notice(`A repeated or out-of-order message from ${nameOf(memberId)} was ignored.`);
+    return;
+  }
+  showMessage({ sender: nameOf(memberId), ts: message.ts, text: message.text });
+}
+
+const handler = {
+  welcome(msg) {
+    state.me = msg.you;
+    state.creator = msg.creator === true;
+    state.capacity = msg.capacity;
+    state.expires = msg.expires;
+    state.members = new Map(msg.members.map((m) => [m.id, m.name]));
+    for (const [id, name] of state.members) state.names.set(id, name);
+    purgeButton.hidden = !state.creator;
+    showMembers();
+    tick();
+    show("room");
+    document.title = "Room: pugfast";
+    notice(`${state.joinedBefore ? "You joined again" : "You joined"} as ${state.me.name}.`);
+    state.joinedBefore = true;
+    updateCount();
+    compose.focus();
+  },
+  join(member) {
+    state.members.set(member.id, member.name);
+    state.names.set(member.id, member.name);
+    showMembers();
+    notice(`${member.name} joined.`);
+  },
+  leave(member) {
+    state.members.delete(member.id);
+    showMembers();
+    notice(`${member.name} left.`);
+  },
+  ciphertext(memberId, bytes) {
+    // Decryption is asynchronous; chaining keeps each sender's messages in relay order.
+    const copy = bytes.slice();
+    state.receiving = state.receiving
+      .then(() => receive(memberId, copy))
+      .catch((error) => notice(`A message could not be shown: ${error.message}`));
+  },
+  error(code) {
+    if (code === "rate_limited") {
+      notice("You are sending faster than the relay allows; some messages were not delivered.");
+    } else if (code === "not_creator") {
+      notice("Only the room's creator can purge it.");
+    } else {
+      notice(`The relay reported an error (${code}).`);
+    }
+  },
+  end(ending) {
+    showEnding(ending);
+  },
+};
+
+// --- Endings ----------------------------------------------------------------------------
+
+function forget() {
+  state.key = null;
+  state.keyText = null;
+  state.secret = null;
+  messageList.replaceChildren();
+  memberList.replaceChildren();
+  linkField.value = "";
+}
+
+function showEnding(name) {
+  const ending = ENDINGS[name];
+  if (purgeDialog.open) purgeDialog.close();
+  clearInterval(state.ticker);
+  if (ending.final) forget();
+  screens.ended.dataset.ending = name;
+  $("ended-title").textContent = ending.title;
+  $("ended-text").textContent = ending.text;
+  $("ended-extra").textContent = ending.extra ?? "";
+  const rejoin = $("rejoin");
+  rejoin.hidden = !ending.rejoin;
+  rejoin.textContent = ending.rejoin ?? "";
+  document.title = `${ending.title}: pugfast`;
+  show("ended");
+  $("ended-title").focus();
+}
+
+// --- Joining ----------------------------------------------------------------------------
+
+function join() {
+  // A fresh sender id for every connection: receivers bind it to this connection's member
+  // id (replay.js), and a new connection gets a new member id.
+  state.sid = b64uEncode(crypto.getRandomValues(new Uint8Array(SID_BYTES)));
+  state.sent = 0;
+  state.ticker = setInterval(tick, 1000);
+  state.channel = new RoomChannel(state.room, state.secret, handler);
+  state.channel.connect();
+}
+
+async function copyLink() {
+  const link = buildLink(location.origin, state.room, state.keyText, state.secret);
+  try {
+    await navigator.clipboard.writeText(link);
+    copyStatus.textContent = "Link copied. Anyone who has it can join and read this room.";
+  } catch {
+    linkField.value = link;
+    linkBox.hidden = false;
+    linkField.focus();
+    linkField.select();
+    copyStatus.textContent = "Copy the link from the box below (Ctrl+C, or ⌘C on a Mac).";
+  }
+}
+
+function wireControls() {
+  compose.addEventListener("input", updateCount);
+  compose.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  sendButton.addEventListener("click", () => {
+    send();
+    compose.focus();
+  });
+  $("copy-link").addEventListener("click", copyLink);
+  purgeButton.addEventListener("click", () => purgeDialog.showModal());
+  $("purge-cancel").addEventListener("click", () => purgeDialog.close());
+  $("purge-confirm").addEventListener("click", () => {
+    purgeDialog.close();
+    state.channel.purge();
+  });
+  purgeDialog.addEventListener("close", () => {
+    if (!screens.room.hidden) purgeButton.focus();
+  });
+  $("rejoin").addEventListener("click", connect);
+  // Leaving the page leaves the room. If the browser keeps the page in its back/forward
+  // cache and shows it again, the connection is gone: say so, and offer to join again.
+  addEventListener("pagehide", () => state.channel?.close());
+  addEventListener("pageshow", (event) => {
+    if (event.persisted && state.key !== null) showEnding("lost");
+  });
+}
+
+async function loadLimits() {
+  const limits = await getLimits();
+  if (limits.serverTime !== null) {
+    // The relay states expiry by its own clock; its Date header tells, to the second, how
+    // far this device's clock is from it.
+    const offset = limits.serverTime - Date.now();
+    state.clockOffset = Math.abs(offset) > 2000 ? offset : 0;
+  }
+  state.limits = limits;
+}
+
+async function connect() {
+  show("connecting");
+  if (state.limits === null) {
+    try {
+      await loadLimits();
+    } catch {
+      showEnding("lost");
+      return;
+    }
+  }
+  join();
+}
+
+async function start() {
+  // The fragment is read exactly once, then removed from the address bar and history, so it
+  // does not linger where a screenshot or a shoulder could catch it.
+  const link = parseFragment(location.hash);
+  history.replaceState(null, "", location.pathname);
+  if (state.room === null || link === null) {
+    showEnding("wrong-link");
+    return;
+  }
+  if (!window.isSecureContext || !crypto.subtle) {
+    showEnding("insecure");
+    return;
+  }
+  state.secret = link.secret;
+  state.keyText = link.keyText;
+  state.key = await importRoomKey(link.key);
+  $("fingerprint").replaceChildren(...(await fingerprint(link.key)).map((w) => el("li", "", w)));
+  link.key.fill(0);
+  wireControls();
+  connect();
+}
+
+start();

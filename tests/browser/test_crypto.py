@@ -1,0 +1,323 @@
+"""The browser's encryption, checked from outside the browser.
+
+The relay cannot be asked what it relayed, so the evidence is every WebSocket frame the
+pages exchanged with it. Python's ``cryptography`` package decrypts what Chromium's Web
+Crypto encrypted, and encrypts messages a page must accept or refuse: two AES-GCM
+implementations agreeing on the format in docs/client.md. A proxy between one page and the
+relay plays a dishonest relay that replays, re-attributes and corrupts ciphertexts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from browser_kit import DESKTOP, PHONE, REPO, Link, Person, Relay, b64u_decode, b64u_encode
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+if TYPE_CHECKING:
+    from playwright.sync_api import WebSocketRoute
+
+pytestmark = pytest.mark.browser
+
+People = Callable[..., Person]
+BUCKETS = [256 * 2**i for i in range(9)]
+
+
+def seal(key: bytes, room: str, message: dict[str, Any], *, version: int = 1) -> bytes:
+    """Encrypts a message the way docs/client.md says a client must."""
+    plaintext = json.dumps(message).encode()
+    bucket = next(b for b in BUCKETS if b >= len(plaintext))
+    iv = os.urandom(12)
+    sealed = AESGCM(key).encrypt(iv, plaintext.ljust(bucket, b" "), room.encode("ascii"))
+    return bytes([version]) + iv + sealed
+
+
+def unseal(key: bytes, room: str, ciphertext: bytes) -> tuple[bytes, dict[str, Any]]:
+    """Decrypts a client's ciphertext; returns the padded plaintext and the message."""
+    assert ciphertext[0] == 0x01, "version byte"
+    padded: bytes = AESGCM(key).decrypt(ciphertext[1:13], ciphertext[13:], room.encode("ascii"))
+    return padded, json.loads(padded)
+
+
+def test_relay_handles_only_ciphertext(people: People, relay: Relay) -> None:
+    alice = people("Alice", viewport=DESKTOP)
+    bob = people("Bob", viewport=PHONE)
+    link = Link.parse(alice.create_room(relay))
+    bob.open_link(link.text())
+    bob.wait_in_room()
+
+    said_by_alice = "the merger closes on Friday, tell nobody ✈"
+    said_by_bob = "understood; shredding the memo"
+    started = time.time() * 1000
+    alice.say(said_by_alice)
+    bob.wait_for_message(said_by_alice)
+    bob.say(said_by_bob)
+    alice.wait_for_message(said_by_bob)
+
+    # Everything the relay received (frames sent by a page) or sent (frames a page received).
+    binary = [f for p in (alice, bob) for d in ("sent", "received") for f in p.binary_frames(d)]
+    text = [f.payload for p in (alice, bob) for f in p.frames if isinstance(f.payload, str)]
+    assert len(binary) == 4
+    secrets = [
+        said_by_alice.encode(),
+        said_by_bob.encode(),
+        b"merger",
+        b"shredding",
+        link.key,
+        link.key_text.encode(),
+    ]
+    for frame in binary:
+        for secret in secrets:
+            assert secret not in frame
+    for frame_text in text:
+        assert link.key_text not in frame_text
+        assert "merger" not in frame_text and "shredding" not in frame_text
+
+    # The relay passed Alice's ciphertext on unchanged, behind her 4-byte member id.
+    (sent,) = alice.binary_frames("sent")
+    (relayed,) = bob.binary_frames("received")
+    assert relayed[4:] == sent
+    assert int.from_bytes(relayed[:4], "big") == 1, "the creator is the first member"
+    assert len(sent) == 1 + 12 + 256 + 16
+
+    # Python's AES-GCM reads what Chromium's wrote, with the key from the link and the room
+    # id as associated data.
+    padded, message = unseal(link.key, link.room, sent)
+    assert len(padded) in BUCKETS
+    assert padded == padded.rstrip(b" ").ljust(len(padded), b" ")
+    assert message["text"] == said_by_alice
+    assert message["n"] == 1
+    assert re.fullmatch(r"[A-Za-z0-9_-]{11}", message["sid"])
+    assert started - 5000 <= message["ts"] <= time.time() * 1000 + 5000
+    (bob_sent,) = bob.binary_frames("sent")
+    _, bob_message = unseal(link.key, link.room, bob_sent)
+    assert bob_message["text"] == said_by_bob
+    assert bob_message["sid"] != message["sid"]
+
+    # Bound to its room: the same bytes under another room id do not decrypt.
+    with pytest.raises(InvalidTag):
+        AESGCM(link.key).decrypt(sent[1:13], sent[13:], ("x" * 22).encode())
+
+
+def test_page_refuses_what_a_dishonest_relay_forges(people: People, relay: Relay) -> None:
+    alice = people("Alice", viewport=DESKTOP)
+    bob = people("Bob", viewport=DESKTOP)
+    link = Link.parse(alice.create_room(relay))
+
+    # Bob's connection passes through a proxy that records what the relay sends him and
+    # lets the test inject frames of its own, as a dishonest relay could.
+    routes: list[WebSocketRoute] = []
+    from_relay: list[bytes] = []
+
+    def proxy(route: WebSocketRoute) -> None:
+        server = route.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            if isinstance(message, bytes):
+                from_relay.append(message)
+            route.send(message)
+
+        server.on_message(forward)
+        routes.append(route)
+
+    bob.page.route_web_socket(re.compile(r"/ws$"), proxy)
+    bob.open_link(link.text())
+    bob.wait_in_room()
+    (route,) = routes
+    alice_name = alice.my_name()
+
+    alice.say("pay the invoice")
+    bob.wait_for_message("pay the invoice")
+    (original,) = from_relay
+    sender, ciphertext = original[:4], original[4:]
+
+    def inject(frame: bytes) -> None:
+        route.send(frame)
+
+    def shown() -> list[tuple[str, str]]:
+        return [(m["sender"], m["text"]) for m in bob.messages() if not m["failed"]]
+
+    # A replay of the same frame is dropped, and Bob is told.
+    inject(original)
+    bob.wait_for_notice(f"A repeated or out-of-order message from {alice_name} was ignored.")
+    # The same ciphertext attributed to another member id is dropped too.
+    inject((7).to_bytes(4, "big") + ciphertext)
+    bob.wait_for_notice("A repeated or out-of-order message from Member 7 was ignored.")
+    assert shown() == [(alice_name, "pay the invoice")]
+
+    # Corrupted, unknown version, wrong room, wrong key: "could not be decrypted", never text.
+    flipped = bytearray(ciphertext)
+    flipped[20] ^= 0x01
+    sid = b64u_encode(os.urandom(8))
+    fresh = {"text": "forged", "ts": int(time.time() * 1000), "sid": sid, "n": 1}
+    for frame in (
+        bytes(flipped),
+        bytes([2]) + ciphertext[1:],
+        seal(link.key, "A" * 22, fresh),
+        seal(os.urandom(32), link.room, fresh),
+        ciphertext[:20],
+    ):
+        inject(sender + frame)
+    bob.page.wait_for_function(
+        "() => document.querySelectorAll('#messages .message.undecryptable').length === 5"
+    )
+    undecryptable = bob.page.eval_on_selector_all(
+        "#messages .undecryptable .text", "ps => ps.map(p => p.textContent)"
+    )
+    assert undecryptable == ["could not be decrypted"] * 5
+    assert "forged" not in (bob.page.text_content("#messages") or "")
+
+    # A message Python encrypted the documented way is read as any other; its counter only
+    # moves forward.
+    def from_python(text: str, n: int) -> None:
+        inject(sender + seal(link.key, link.room, {**fresh, "text": text, "n": n}))
+
+    from_python("sealed in Python", 1)
+    bob.wait_for_message("sealed in Python")
+    from_python("again with n=1", 1)
+    from_python("jump to n=5", 5)
+    bob.wait_for_message("jump to n=5")
+    from_python("stale n=3", 3)
+    from_python("n=6", 6)
+    bob.wait_for_message("n=6")
+    texts = [text for _, text in shown()]
+    assert texts == ["pay the invoice", "sealed in Python", "jump to n=5", "n=6"]
+    # The genuine sender keeps working alongside.
+    alice.say("second real message")
+    bob.wait_for_message("second real message")
+
+
+def documented_vector() -> dict[str, str]:
+    """The test vector in docs/client.md, read from the page itself so the two cannot drift."""
+    doc = (REPO / "docs" / "client.md").read_text()
+    section = doc.split("### Test vector", 1)[1].split("\n## ", 1)[0]
+    flat = " ".join(section.split())
+
+    def find(pattern: str, text: str) -> str:
+        match = re.search(pattern, text)
+        assert match, f"docs/client.md: the test vector has no match for {pattern}"
+        return match.group(1)
+
+    return {
+        "key": find(r"link text `([A-Za-z0-9_-]{43})`", flat),
+        "room": find(r"room id `([A-Za-z0-9_-]{22})`", flat),
+        "plaintext": find(r"plaintext `(\{.*?\})`", flat),
+        "ciphertext": "".join(find(r"```\s*([A-Za-z0-9_\s-]+?)\s*```", section).split()),
+        "fingerprint": find(r"fingerprint is `([a-z ]+)`", flat),
+    }
+
+
+def test_documented_test_vector_holds_in_python_and_in_the_browser(people: People, relay: Relay) -> None:
+    vector = documented_vector()
+    key = b64u_decode(vector["key"])
+    assert key == bytes(range(32))
+    iv = bytes(range(12))
+    padded = vector["plaintext"].encode().ljust(256, b" ")
+    expected = bytes([1]) + iv + AESGCM(key).encrypt(iv, padded, vector["room"].encode())
+    assert b64u_encode(expected) == vector["ciphertext"]
+
+    page = people("Tester").page
+    page.goto(relay.url + "/")
+    seen = page.evaluate(
+        """async v => {
+            const { b64uDecode } = await import('/static/js/encoding.js');
+            const { importRoomKey, decrypt, fingerprint } = await import('/static/js/crypto.js');
+            const { decodeMessage } = await import('/static/js/message.js');
+            const raw = b64uDecode(v.key);
+            const key = await importRoomKey(raw);
+            const message = decodeMessage(await decrypt(key, v.room, b64uDecode(v.ciphertext)));
+            return { message, fingerprint: (await fingerprint(raw)).join(' ') };
+        }""",
+        vector,
+    )
+    assert seen["message"] == json.loads(vector["plaintext"])
+    assert seen["fingerprint"] == vector["fingerprint"]
+
+
+def test_sha256_in_javascript_matches_web_crypto_and_hashlib(people: People, relay: Relay) -> None:
+    page = people("Tester").page
+    page.goto(relay.url + "/")
+    lengths = [*range(0, 130), 183, 255, 256, 257, 1000]
+    result = page.evaluate(
+        """async lengths => {
+            const { sha256, PrefixHasher, wordsToBytes } = await import('/static/js/sha256.js');
+            const hex = b => Array.from(b, x => x.toString(16).padStart(2, '0')).join('');
+            const out = [];
+            for (const n of lengths) {
+                const data = Uint8Array.from({ length: n }, (_, i) => (i * 31 + n) & 0xff);
+                const ours = hex(sha256(data));
+                const theirs = hex(new Uint8Array(await crypto.subtle.digest('SHA-256', data)));
+                // The proof-of-work path: a reused midstate over a prefix, then a suffix.
+                const cut = Math.floor(n / 2);
+                const end = Math.min(n, cut + 60);
+                const hasher = new PrefixHasher(data.subarray(0, cut));
+                hasher.digest(Uint8Array.of(1, 2, 3));
+                const split = hex(wordsToBytes(hasher.digest(data.subarray(cut, end))));
+                const whole = data.subarray(0, end);
+                const splitRef = hex(new Uint8Array(await crypto.subtle.digest('SHA-256', whole)));
+                out.push({ n, ours, theirs, split, splitRef });
+            }
+            return out;
+        }""",
+        lengths,
+    )
+    for row in result:
+        data = bytes((i * 31 + row["n"]) & 0xFF for i in range(row["n"]))
+        assert row["ours"] == row["theirs"] == hashlib.sha256(data).hexdigest(), row["n"]
+        assert row["split"] == row["splitRef"], row["n"]
+
+
+def test_proof_of_work_worker_finds_a_valid_nonce(people: People, relay: Relay) -> None:
+    page = people("Tester").page
+    page.goto(relay.url + "/")
+    token = "v1.test-token:with:colons/and+odd=chars" * 3
+    difficulty = 14
+    nonce = page.evaluate(
+        """async ([token, difficulty]) => {
+            const { solveChallenge } = await import('/static/js/pow.js');
+            return solveChallenge({ token, difficulty });
+        }""",
+        [token, difficulty],
+    )
+    assert re.fullmatch(r"0|[1-9][0-9]{0,19}", nonce)
+    digest = int.from_bytes(hashlib.sha256(f"{token}:{nonce}".encode("ascii")).digest(), "big")
+    assert digest >> (256 - difficulty) == 0
+    # It is the first such nonce: the search counts up from 0.
+    for smaller in range(int(nonce)):
+        h = int.from_bytes(hashlib.sha256(f"{token}:{smaller}".encode()).digest(), "big")
+        assert h >> (256 - difficulty) != 0
+
+
+def test_create_shows_progress_and_can_be_cancelled(people: People, relay: Relay) -> None:
+    alice = people("Alice", viewport=PHONE)
+    # A challenge no browser will solve in a test's lifetime, so there is time to cancel.
+    alice.page.route(
+        "**/api/challenge",
+        lambda route: route.fulfill(
+            status=200,
+            content_type="application/json",
+            body=json.dumps({"token": "t" * 40, "difficulty": 48, "expires": 0}),
+        ),
+    )
+    created: list[str] = []
+    alice.page.on("request", lambda r: created.append(r.url) if "/api/rooms" in r.url else None)
+    alice.open_home(relay)
+    alice.page.click("#create")
+    alice.page.wait_for_selector("#working:not([hidden])")
+    alice.page.wait_for_function("() => document.querySelector('#work-progress').value > 0")
+    assert re.search(r"attempts of about", alice.page.text_content("#work-detail") or "")
+    assert alice.page.evaluate("document.activeElement.id") == "cancel"
+    alice.screenshot("home-working")
+    alice.page.keyboard.press("Enter")
+    alice.page.wait_for_selector("#working", state="hidden")
+    assert alice.page.text_content("#create-status") == "Cancelled. No room was created."
+    assert alice.page.is_enabled("#create")
+    assert created == []
