@@ -28,8 +28,9 @@ OP_PONG = WS_PONG
 cdef enum:
     _MAX_CONTROL_PAYLOAD = 125
     _MAX_CLOSE_REASON = _MAX_CONTROL_PAYLOAD - 2
-    # What an input buffer keeps once drained: a big read's room is given back, so that
-    # thousands of quiet connections do not each hold a socket read's worth of memory.
+    # What an input buffer holding part of a frame keeps once a big read is consumed (a
+    # drained one keeps nothing), so that thousands of quiet connections do not each hold a
+    # socket read's worth of memory.
     _KEEP_BYTES = 4096
 
 
@@ -420,8 +421,16 @@ cdef class FrameParser:
         return 0
 
     cdef int _trim(self) except -1:
-        """Gives back the room a big read needed once the bytes it brought are consumed."""
-        if self._buf_cap > _KEEP_BYTES and self._end - self._start <= _KEEP_BYTES:
+        """Gives back the room a big read needed once the bytes it brought are consumed.
+
+        A drained buffer is freed altogether: a quiet connection, the common case on a relay
+        with many members, then holds no input buffer at all.
+        """
+        if self._end == self._start:
+            free(self._buf)
+            self._buf = NULL
+            self._buf_cap = self._start = self._end = 0
+        elif self._buf_cap > _KEEP_BYTES and self._end - self._start <= _KEEP_BYTES:
             self._resize(_KEEP_BYTES)
         return 0
 
