@@ -6,7 +6,9 @@ messages to the other members of its ``Group`` itself, answers pings, enforces t
 and passes text messages and its own end to a *session* object (the room logic, in Python):
 
     session.on_text(conn, payload: bytes)   a text message (valid UTF-8), in order
-    session.on_closed(conn)                 exactly once, when the connection is over
+    session.on_closed(conn)                 exactly once, when the connection starts to close
+                                            (the member has left: tell the others)
+    session.on_lost(conn)                   exactly once, when the TCP connection is gone
 
 Nothing here imports asyncio: the loop's ``call_soon`` is handed in, and time comes from the
 ``clock`` callable, read once per chunk of input rather than once per message.
@@ -152,6 +154,7 @@ class Connection:
         self._dirty = False
         self._notified = False
         self._aborted = False
+        self._peer_closed = False
         self._backlog = 0
         self._max_buffered = max_buffered_bytes
         self._rate = rate
@@ -184,7 +187,9 @@ class Connection:
                 elif opcode == OP_PING:
                     self._queue(encode_frame(OP_PONG, event[1]))
                 elif opcode == OP_CLOSE:
-                    # Echo the peer's code; an empty close is answered with 1000 (§3.5).
+                    # Echo the peer's code; an empty close is answered with 1000 (§3.5). The
+                    # close handshake is then complete, so the TCP connection can go at once.
+                    self._peer_closed = True
                     self.close(event[1] or 1000)
                 # An unsolicited pong is ignored; its arrival already counted as activity.
         except ProtocolError as exc:
@@ -197,6 +202,7 @@ class Connection:
         self._aborted = True
         self._pending = bytearray()
         self._notify_closed()
+        self.session.on_lost(self)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -292,13 +298,24 @@ class Connection:
             self._frames = 0
             self.transport.write(pending)
             if self.closing:
-                self.transport.close()
+                self._end_output()
             else:
                 self._backlog = self.transport.get_write_buffer_size()
                 if self._backlog > self._max_buffered:
                     self._drop_slow_consumer()
         if self.closing:
             self._notify_closed()
+
+    def _end_output(self) -> None:
+        # Once the peer's close is echoed, the relay closes the TCP connection first (RFC 6455
+        # §7.1.1). Closing first after a close of its own could make the client's kernel reset
+        # the connection and lose the close frame if the client is still sending, so the relay
+        # only half-closes and keeps reading (and discarding) until the client hangs up; the
+        # gateway aborts a client that never does.
+        if self._peer_closed or not self.transport.can_write_eof():
+            self.transport.close()
+        else:
+            self.transport.write_eof()
 
     def _notify_closed(self) -> None:
         if not self._notified:

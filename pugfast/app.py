@@ -8,6 +8,7 @@ docs/engine.md for why that is safe and which aiohttp versions it relies on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -22,6 +23,8 @@ from .handshake import HandshakeError, check_upgrade, origin_allowed
 from .pow import ChallengeError, valid_nonce, valid_token_text
 
 MAX_BODY = 4096
+# How long a closing WebSocket may take to hang up after the relay's close frame.
+CLOSE_LINGER = 3.0
 ROOM_ID = "[A-Za-z0-9_-]{22}"
 _SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
@@ -169,7 +172,10 @@ async def create_room(request: web.Request) -> web.Response:
     if any(type(body.get(name)) is float for name in ("ttl", "capacity")):
         # orjson reads an integer past 64 bits as a float; the standard library's parser
         # keeps it an integer, which is then clamped like any other.
-        body = json.loads(raw.decode("utf-8"))
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            return json_error(400, "bad_request", "the body is nested too deeply")
     ttl = _optional_int(body, "ttl", s.ttl_default, s.ttl_min, s.ttl_max)
     capacity = _optional_int(body, "capacity", s.capacity_default, s.capacity_min, s.capacity_max)
     try:
@@ -195,6 +201,8 @@ async def create_room(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     s = gateway.settings
+    if request.version < (1, 1):
+        return json_error(400, "bad_request", "a WebSocket upgrade needs HTTP/1.1")
     try:
         accept = check_upgrade(request.headers)
     except HandshakeError as exc:
@@ -217,7 +225,15 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # any it had already read past the request head.
     request.protocol.set_parser(conn)
     request.protocol.keep_alive(False)
+    # aiohttp closes the transport when this handler returns, so it returns only once the
+    # connection is gone: after the client hung up in answer to the close, or CLOSE_LINGER
+    # seconds after the close began, whichever comes first.
     await session.closed
+    try:
+        await asyncio.wait_for(asyncio.shield(session.lost), CLOSE_LINGER)
+    except asyncio.TimeoutError:
+        transport.abort()
+        await session.lost
     return response
 
 
@@ -232,6 +248,6 @@ def make_app(gateway: Gateway) -> web.Application:
     app.router.add_post("/api/challenge", challenge)
     app.router.add_post("/api/rooms", create_room)
     app.router.add_get(f"/r/{{room:{ROOM_ID}}}", room_page)
-    app.router.add_get(f"/r/{{room:{ROOM_ID}}}/ws", websocket)
+    app.router.add_get(f"/r/{{room:{ROOM_ID}}}/ws", websocket, allow_head=False)
     app.router.add_get("/static/{path:.*}", static_file)
     return app

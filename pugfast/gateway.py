@@ -38,23 +38,30 @@ _NOT_CREATOR = orjson.dumps({"type": "error", "code": "not_creator"})
 
 class Session:
     """What the gateway knows of one connection: the room it asked for and, once joined, its
-    membership. The engine calls ``on_text`` and ``on_closed``."""
+    membership. The engine calls ``on_text``, ``on_closed`` and ``on_lost``; ``closed`` is done
+    once the connection has started to close, ``lost`` once its TCP connection is gone."""
 
-    __slots__ = ("closed", "gateway", "member", "pinged_at", "room", "room_id")
+    __slots__ = ("closed", "gateway", "lost", "member", "pinged_at", "room", "room_id")
 
-    def __init__(self, gateway: Gateway, room_id: str, closed: asyncio.Future[None]) -> None:
+    def __init__(self, gateway: Gateway, room_id: str, loop: asyncio.AbstractEventLoop) -> None:
         self.gateway = gateway
         self.room_id = room_id
         self.room: Room | None = None
         self.member: Member | None = None
         self.pinged_at = 0.0
-        self.closed = closed
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
 
     def on_text(self, conn: Connection, payload: bytes) -> None:
         self.gateway.handle_text(self, conn, payload)
 
     def on_closed(self, conn: Connection) -> None:
         self.gateway.handle_closed(self, conn)
+
+    def on_lost(self, conn: Connection) -> None:
+        self.gateway.connections.discard(conn)
+        if not self.lost.done():
+            self.lost.set_result(None)
 
 
 class Gateway:
@@ -65,6 +72,7 @@ class Gateway:
         self.registry = Registry()
         self.issuer = ChallengeIssuer(settings.pow_difficulty)
         self.flusher = Flusher(loop.call_soon)
+        # Every WebSocket connection until its TCP connection is gone, closing ones included.
         self.connections: set[Connection] = set()
         self.clock = loop.time
         self._loop = loop
@@ -126,7 +134,7 @@ class Gateway:
     def open_connection(self, transport: Any, room_id: str) -> tuple[Connection, Session]:
         """Wrap an upgraded transport in an engine connection for the room ``room_id``."""
         s = self.settings
-        session = Session(self, room_id, self._loop.create_future())
+        session = Session(self, room_id, self._loop)
         conn = Connection(
             transport,
             session,
@@ -203,7 +211,6 @@ class Gateway:
         self.end_room(room, "purged")
 
     def handle_closed(self, session: Session, conn: Connection) -> None:
-        self.connections.discard(conn)
         room, member = session.room, session.member
         session.room = session.member = None
         if room is not None and member is not None:
@@ -246,12 +253,15 @@ class Gateway:
             await asyncio.sleep(tick)
             self.sweep()
 
-    async def close_all(self, timeout: float = 3.0) -> None:
-        """Close every connection with 1001 and wait (up to ``timeout``) for them to go."""
-        waiters = [conn.session.closed for conn in self.connections]
-        for conn in list(self.connections):
+    async def close_all(self, timeout: float = 2.0) -> None:
+        """Close every connection with 1001, give the clients ``timeout`` seconds to hang up,
+        then drop the ones that have not."""
+        connections = list(self.connections)
+        for conn in connections:
             conn.close(CLOSE_GOING_AWAY, "server shutdown")
         for room in list(self.registry.rooms.values()):
             self.end_room(room, None)
-        if waiters:
-            await asyncio.wait(waiters, timeout=timeout)
+        if connections:
+            await asyncio.wait([conn.session.lost for conn in connections], timeout=timeout)
+        for conn in list(self.connections):
+            conn.transport.abort()

@@ -22,8 +22,10 @@ log = logging.getLogger("pugfast")
 class Relay:
     """One running relay. ``await start()``, then ``await stop()`` (or ``async with``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, shutdown_grace: float = 2.0) -> None:
         self.settings = settings
+        # How long members get to hang up after the 1001 close before they are dropped.
+        self.shutdown_grace = shutdown_grace
         self.gateway: Gateway | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -64,7 +66,7 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         if self.gateway is not None:
-            await self.gateway.close_all()
+            await self.gateway.close_all(self.shutdown_grace)
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -73,7 +73,9 @@ class RunningRelay:
 
 @contextlib.asynccontextmanager
 async def running_relay(**overrides: Any) -> AsyncIterator[RunningRelay]:
-    relay = Relay(relay_settings(**overrides))
+    # Test clients often do not hang up when the relay shuts down; waiting for them is
+    # pointless here (test_serve.py covers the shutdown of a real process).
+    relay = Relay(relay_settings(**overrides), shutdown_grace=0.05)
     await relay.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -193,12 +195,14 @@ class RawClient:
         return orjson.loads(frame.payload)
 
     async def recv_close(self, timeout: float = 5.0) -> Frame:
-        """Read until the close frame, skipping others; then expect the TCP connection to end."""
+        """Read until the close frame, skipping others; then expect the server to end its side
+        of the TCP connection, and hang up as a well-behaved client does."""
         while True:
             frame = await self.recv(timeout)
             if frame.opcode == 8:
                 rest = await asyncio.wait_for(self.reader.read(), timeout)
                 assert rest == b"", "data after the server's close frame"
+                await self.close()
                 return frame
 
     async def expect_closed_with(self, code: int, timeout: float = 5.0) -> Frame:
@@ -280,7 +284,6 @@ class ServerProcess:
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then wait; returns the exit code and keeps stderr in ``self.stderr``."""
         import signal
-
         import subprocess
 
         if self.process.poll() is None:

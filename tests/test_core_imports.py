@@ -5,15 +5,14 @@ Each module is imported in a fresh interpreter, where nothing else can have pull
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from engines import NOT_BUILT, c_impl
 
 ROOT = Path(__file__).resolve().parent.parent
-NO_EXTENSIONS = os.environ.get("PUGFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 CHECK = """
 import sys, {module}
@@ -26,12 +25,7 @@ assert not loaded, f"{module} imports {{loaded}}"
     "module",
     [
         "pugfast._frames",
-        pytest.param(
-            "pugfast._speedups",
-            marks=pytest.mark.skipif(
-                NO_EXTENSIONS, reason="PUGFAST_NO_EXTENSIONS=1: the compiled codec is not tested"
-            ),
-        ),
+        pytest.param("pugfast._speedups", marks=pytest.mark.skipif(c_impl is None, reason=NOT_BUILT)),
     ],
 )
 def test_core_module_imports_no_io_framework(module: str) -> None:

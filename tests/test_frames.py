@@ -6,29 +6,12 @@ the listed events, then the listed (close code, reason) or no error.
 
 from __future__ import annotations
 
-import importlib
-import os
 from typing import Any, NamedTuple
 
 import pytest
+from engines import IMPLEMENTATIONS
 
-import pugfast._frames as py_impl
 from pugfast.errors import ProtocolError
-
-NO_EXTENSIONS = os.environ.get("PUGFAST_NO_EXTENSIONS", "") not in ("", "0")
-# Unless PUGFAST_NO_EXTENSIONS says so, a missing build fails this module instead of skipping it.
-c_impl = None if NO_EXTENSIONS else importlib.import_module("pugfast._speedups")
-
-IMPLEMENTATIONS = [
-    pytest.param(py_impl, id="py"),
-    pytest.param(
-        c_impl,
-        id="c",
-        marks=pytest.mark.skipif(
-            NO_EXTENSIONS, reason="PUGFAST_NO_EXTENSIONS=1: the compiled codec is not tested"
-        ),
-    ),
-]
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 MASK = bytes.fromhex("37fa213d")

@@ -8,32 +8,16 @@ state. Valid streams are also checked against the messages they were built from.
 
 from __future__ import annotations
 
-import importlib
-import os
 from itertools import pairwise
 from typing import Any, NamedTuple
 
 import pytest
+from engines import IMPLEMENTATIONS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pugfast._frames as py_impl
 from pugfast.errors import ProtocolError
-
-NO_EXTENSIONS = os.environ.get("PUGFAST_NO_EXTENSIONS", "") not in ("", "0")
-# Unless PUGFAST_NO_EXTENSIONS says so, a missing build fails this module instead of skipping it.
-c_impl = None if NO_EXTENSIONS else importlib.import_module("pugfast._speedups")
-
-IMPLEMENTATIONS = [
-    pytest.param(py_impl, id="py"),
-    pytest.param(
-        c_impl,
-        id="c",
-        marks=pytest.mark.skipif(
-            NO_EXTENSIONS, reason="PUGFAST_NO_EXTENSIONS=1: the compiled codec is not tested"
-        ),
-    ),
-]
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 # Beyond 64 bytes, splitting at every offset costs more than it finds.

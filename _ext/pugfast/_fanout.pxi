@@ -182,7 +182,9 @@ cdef class Connection:
                 elif opcode == WS_PING:
                     self._queue_bytes(_frame(WS_PONG, parser.payload, parser.payload_len, NULL))
                 elif opcode == WS_CLOSE:
-                    # Echo the peer's code; an empty close is answered with 1000 (§3.5).
+                    # Echo the peer's code; an empty close is answered with 1000 (§3.5). The
+                    # close handshake is then complete, so the TCP connection can go at once.
+                    self._peer_closed = True
                     self.close(parser.close_code if parser.close_code != -1 else 1000)
                 # An unsolicited pong is ignored; its arrival already counted as activity.
         except ProtocolError as exc:
@@ -195,6 +197,7 @@ cdef class Connection:
         self._aborted = True
         self._out_len = 0
         self._notify_closed()
+        self.session.on_lost(self)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -330,13 +333,22 @@ cdef class Connection:
             self._frames = 0
             self.transport.write(pending)
             if self.closing:
-                self.transport.close()
+                self._end_output()
             else:
                 self._backlog = self.transport.get_write_buffer_size()
                 if self._backlog > self._max_buffered:
                     self._drop_slow_consumer()
         if self.closing:
             self._notify_closed()
+        return 0
+
+    cdef int _end_output(self) except -1:
+        # See _end_output in pugfast/_fanout.py: close at once after echoing the peer's close,
+        # half-close and keep reading after a close of the relay's own.
+        if self._peer_closed or not self.transport.can_write_eof():
+            self.transport.close()
+        else:
+            self.transport.write_eof()
         return 0
 
     cdef int _notify_closed(self) except -1:

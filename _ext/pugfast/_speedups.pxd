@@ -105,6 +105,7 @@ cdef class Connection:
     cdef bint _dirty
     cdef bint _notified
     cdef bint _aborted
+    cdef bint _peer_closed
     cdef double _rate
     cdef double _burst
     cdef double _tokens
@@ -118,4 +119,5 @@ cdef class Connection:
     cdef int _queue_bytes(self, bytes frame) except -1
     cdef int _drop_slow_consumer(self) except -1
     cdef int _flush(self) except -1
+    cdef int _end_output(self) except -1
     cdef int _notify_closed(self) except -1
