@@ -64,10 +64,15 @@ def relay_header(member_id: int, payload_len: int) -> bytes:
 class Flusher:
     """Writes each connection's queued frames once per event-loop iteration.
 
-    ``frames`` and ``writes`` count what went out, so coalescing can be observed.
+    It also keeps the engine's counters, aggregates only: ``frames`` and ``writes`` count what
+    went out (so coalescing can be observed), ``messages``, ``message_bytes`` and
+    ``deliveries`` the binary messages relayed, and ``slow_consumers`` the members cut off.
     """
 
-    __slots__ = ("_call_soon", "_dirty", "_scheduled", "frames", "writes")
+    __slots__ = (
+        "_call_soon", "_dirty", "_scheduled", "deliveries", "frames", "message_bytes", "messages",
+        "slow_consumers", "writes",
+    )
 
     def __init__(self, call_soon: Callable[[Callable[[], None]], Any]) -> None:
         self._call_soon = call_soon
@@ -75,6 +80,10 @@ class Flusher:
         self._scheduled = False
         self.frames = 0
         self.writes = 0
+        self.messages = 0
+        self.message_bytes = 0
+        self.deliveries = 0
+        self.slow_consumers = 0
 
     def _mark(self, conn: Connection) -> None:
         conn._dirty = True
@@ -231,6 +240,10 @@ class Connection:
         for peer in group.members:
             if peer is not self:
                 peer._queue(frame)
+        flusher = self._flusher
+        flusher.messages += 1
+        flusher.message_bytes += len(payload)
+        flusher.deliveries += len(group.members) - 1
 
     def _on_text(self, payload: bytes, now: float) -> None:
         if self.member_id and not self._take_token(now):
@@ -282,6 +295,7 @@ class Connection:
         self.closing = True
         self._aborted = True
         self.close_code = CLOSE_SLOW_CONSUMER
+        self._flusher.slow_consumers += 1
         self._pending = bytearray()
         self.transport.write(encode_close(CLOSE_SLOW_CONSUMER, "slow consumer"))
         self.transport.abort()

@@ -181,6 +181,7 @@ async def create_room(request: web.Request) -> web.Response:
     try:
         gateway.issuer.check(token, nonce, gateway.clock())
     except ChallengeError as exc:
+        gateway.pow_failures[exc.code] += 1
         return json_error(exc.status, exc.code, exc.message)
     if len(gateway.registry) >= s.max_rooms:
         return json_error(503, "at_capacity", "this relay has as many rooms as it can hold")

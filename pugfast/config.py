@@ -26,7 +26,7 @@ class Option:
     name: str  # the flag without dashes, e.g. "ttl-min"
     default: Any
     help: str
-    kind: str = "int"  # int, float, str, bool, choice, origin, path
+    kind: str = "int"  # int, float, str, bool, choice, origin, hostport, path
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
@@ -87,8 +87,12 @@ OPTIONS: tuple[Option, ...] = (
            "is logged at any level)", kind="choice", choices=("debug", "info", "warning", "error")),
     Option("event-loop", "uvloop", "event loop implementation", kind="choice",
            choices=("uvloop", "asyncio")),
+    Option("metrics-listen", None,
+           "serve Prometheus metrics (aggregates only) at http://HOST:PORT/metrics, e.g. "
+           "127.0.0.1:9300 (default: off)", kind="hostport"),
 )
 
+_HOSTPORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
@@ -121,10 +125,19 @@ class Settings:
     idle_timeout: float = 60.0
     log_level: str = "info"
     event_loop: str = "uvloop"
+    metrics_listen: str | None = None
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """``--metrics-listen`` as (host, port), or None when metrics are off."""
+        if self.metrics_listen is None:
+            return None
+        host, _, port = self.metrics_listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 def _describe(option: Option) -> str:
@@ -139,6 +152,8 @@ def _describe(option: Option) -> str:
         return "1/true/yes/on or 0/false/no/off"
     if option.kind == "origin":
         return "an origin such as https://chat.example.org (scheme, host and optional port)"
+    if option.kind == "hostport":
+        return "HOST:PORT, such as 127.0.0.1:9300 or [::1]:9300, with a port from 0 to 65535"
     return "a value"
 
 
@@ -168,6 +183,11 @@ def _convert(option: Option, raw: str) -> Any:
         if not _ORIGIN.fullmatch(text):
             raise ValueError
         return text.lower().rstrip("/")
+    if kind == "hostport":
+        match = _HOSTPORT.fullmatch(text)
+        if not match or int(match.group(2)) > 65535:
+            raise ValueError
+        return text
     if not text:
         raise ValueError
     return text

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -32,6 +33,12 @@ CLOSE_ROOM_ENDED = 4410
 
 _ENDED_FRAMES = {
     reason: encode_frame(OP_TEXT, orjson.dumps({"type": reason})) for reason in ("expired", "purged")
+}
+_REFUSAL_LABELS = {
+    CLOSE_BAD_MESSAGE: "bad_message",
+    CLOSE_NO_SUCH_ROOM: "no_such_room",
+    CLOSE_ROOM_FULL: "room_full",
+    CLOSE_WRONG_SECRET: "wrong_secret",
 }
 _NOT_CREATOR = orjson.dumps({"type": "error", "code": "not_creator"})
 
@@ -76,6 +83,12 @@ class Gateway:
         self.connections: set[Connection] = set()
         self.clock = loop.time
         self._loop = loop
+        # Aggregates for --metrics-listen: counts by reason, never by room or address.
+        self.rooms_created = 0
+        self.rooms_ended: Counter[str] = Counter()
+        self.joins = 0
+        self.joins_refused: Counter[str] = Counter()
+        self.pow_failures: Counter[str] = Counter()
 
     # -- rooms ---------------------------------------------------------------------------
 
@@ -90,6 +103,7 @@ class Gateway:
             wall_ms=int(time.time() * 1000),
         )
         self._arm(room)
+        self.rooms_created += 1
         log.debug("room created (ttl %d s, capacity %d); %d rooms", ttl, capacity, len(self.registry))
         return room, secret
 
@@ -127,6 +141,7 @@ class Gateway:
                 conn.close(CLOSE_ROOM_ENDED, reason)
         room.members.clear()
         room.group.clear()
+        self.rooms_ended[reason or ("empty" if room.joined_once else "unused")] += 1
         log.debug("room ended (%s); %d rooms", reason or "unused", len(self.registry))
 
     # -- connections ---------------------------------------------------------------------
@@ -168,20 +183,21 @@ class Gateway:
     def _join(self, session: Session, conn: Connection, message: dict[str, Any]) -> None:
         secret = message.get("secret")
         if not isinstance(secret, str):
-            conn.close(CLOSE_BAD_MESSAGE, "join needs a secret string")
+            self._refuse(conn, CLOSE_BAD_MESSAGE, "join needs a secret string")
             return
         room = self.registry.get(session.room_id)
         if room is None or self.clock() >= room.expires_at:
-            conn.close(CLOSE_NO_SUCH_ROOM, "no such room")
+            self._refuse(conn, CLOSE_NO_SUCH_ROOM, "no such room")
             return
         if len(room.members) >= room.capacity:
-            conn.close(CLOSE_ROOM_FULL, "room full")
+            self._refuse(conn, CLOSE_ROOM_FULL, "room full")
             return
         # Digests of equal length, compared in constant time: neither a wrong value nor a
         # wrong length returns early.
         if not hmac.compare_digest(secret_digest(secret), room.secret_digest):
-            conn.close(CLOSE_WRONG_SECRET, "wrong room secret")
+            self._refuse(conn, CLOSE_WRONG_SECRET, "wrong room secret")
             return
+        self.joins += 1
         member = room.add_member(conn)
         session.room, session.member = room, member
         conn.member_id = member.id
@@ -202,6 +218,10 @@ class Gateway:
             encode_frame(OP_TEXT, orjson.dumps({"type": "join", "member": member.describe()}))
         )
         room.group.add(conn)
+
+    def _refuse(self, conn: Connection, code: int, reason: str) -> None:
+        self.joins_refused[_REFUSAL_LABELS[code]] += 1
+        conn.close(code, reason)
 
     def _purge(self, session: Session, conn: Connection) -> None:
         room, member = session.room, session.member

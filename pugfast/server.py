@@ -14,9 +14,14 @@ from . import __version__
 from .app import make_app
 from .config import Settings
 from .gateway import Gateway
+from .metrics import make_metrics_app
 from .speedups import IMPLEMENTATION
 
 log = logging.getLogger("pugfast")
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class Relay:
@@ -28,7 +33,9 @@ class Relay:
         self.shutdown_grace = shutdown_grace
         self.gateway: Gateway | None = None
         self.port = 0
+        self.metrics_port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -39,10 +46,12 @@ class Relay:
             make_app(self.gateway), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        sock = socket.create_server((s.host, s.port), backlog=4096, reuse_port=False)
+        sock = socket.create_server((s.host, s.port), family=_family(s.host), backlog=4096)
         self.port = sock.getsockname()[1]
         site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context())
         await site.start()
+        if s.metrics_address is not None:
+            await self._start_metrics(*s.metrics_address)
         self._sweeper = asyncio.get_running_loop().create_task(self.gateway.sweep_forever())
         # The port, not the address: no log line names an IP address, not even our own.
         log.info(
@@ -50,6 +59,17 @@ class Relay:
             __version__, self.port, "https" if s.tls else "http", IMPLEMENTATION,
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
+
+    async def _start_metrics(self, host: str, port: int) -> None:
+        assert self.gateway is not None
+        self._metrics_runner = web.AppRunner(
+            make_metrics_app(self.gateway), access_log=None, handle_signals=False
+        )
+        await self._metrics_runner.setup()
+        sock = socket.create_server((host, port), family=_family(host))
+        self.metrics_port = sock.getsockname()[1]
+        await web.SockSite(self._metrics_runner, sock).start()
+        log.info("metrics on port %d at /metrics", self.metrics_port)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         s = self.settings
@@ -69,6 +89,8 @@ class Relay:
             await self.gateway.close_all(self.shutdown_grace)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
 
     async def __aenter__(self) -> Relay:
         await self.start()

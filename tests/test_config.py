@@ -43,6 +43,7 @@ ENV_SAMPLES = {
     "rate-burst": ("5", 5), "max-buffered-bytes": ("65536", 65536), "max-rooms": ("10", 10),
     "max-connections": ("20", 20), "join-timeout": ("2.5", 2.5), "ping-interval": ("5", 5.0),
     "idle-timeout": ("90", 90.0), "log-level": ("DEBUG", "debug"), "event-loop": ("asyncio", "asyncio"),
+    "metrics-listen": ("[::1]:9300", "[::1]:9300"),
 }
 
 
@@ -83,6 +84,8 @@ REFUSALS = [
     ({"ping_interval": "30", "idle_timeout": "20"}, "--idle-timeout (20 s) must be longer"),
     ({"tls_cert": "/etc/hostname"}, "--tls-cert and --tls-key go together"),
     ({"tls_cert": "/nonexistent.pem", "tls_key": "/etc/hostname"}, "--tls-cert must name a readable"),
+    ({"metrics_listen": "9300"}, "--metrics-listen must be HOST:PORT"),
+    ({"metrics_listen": "127.0.0.1:99999"}, "--metrics-listen must be HOST:PORT"),
 ]
 
 
@@ -98,3 +101,9 @@ def test_a_bad_variable_is_named_as_the_variable() -> None:
         load_settings({}, {"PUGFAST_MAX_ROOMS": "lots"})
     with pytest.raises(ConfigError, match=r"^PORT must be"):
         load_settings({}, {"PORT": "-5"})
+
+
+def test_metrics_address_splits_host_and_port() -> None:
+    assert load_settings({"metrics_listen": "[::1]:9300"}, {}).metrics_address == ("::1", 9300)
+    assert load_settings({"metrics_listen": "127.0.0.1:0"}, {}).metrics_address == ("127.0.0.1", 0)
+    assert load_settings({}, {}).metrics_address is None

@@ -110,6 +110,7 @@ async def test_a_member_that_never_reads_is_cut_off_and_the_others_get_everythin
                 break
             await asyncio.sleep(0.02)
         assert len(gateway.connections) == 2
+        assert gateway.flusher.slow_consumers == 1
         live = next(iter(gateway.registry.rooms.values()))
         assert len(live.members) == 2
         # The reader was told the stalled member left.

@@ -43,7 +43,9 @@ cdef int _grow(unsigned char** buf, Py_ssize_t* cap, Py_ssize_t need) except -1:
 cdef class Flusher:
     """Writes each connection's queued frames once per event-loop iteration.
 
-    ``frames`` and ``writes`` count what went out, so coalescing can be observed.
+    It also keeps the engine's counters, aggregates only: ``frames`` and ``writes`` count what
+    went out (so coalescing can be observed), ``messages``, ``message_bytes`` and
+    ``deliveries`` the binary messages relayed, and ``slow_consumers`` the members cut off.
     """
 
     def __cinit__(self):
@@ -245,6 +247,9 @@ cdef class Connection:
             if peer is not self:
                 peer._queue(frame, size)
             i += 1
+        flusher.messages += 1
+        flusher.message_bytes += n
+        flusher.deliveries += i - 1
         return 0
 
     cdef int _on_text(self, bytes payload, double now) except -1:
@@ -311,6 +316,7 @@ cdef class Connection:
         self.closing = True
         self._aborted = True
         self.close_code = CLOSE_SLOW_CONSUMER
+        self._flusher.slow_consumers += 1
         self._out_len = 0
         self.transport.write(encode_close(CLOSE_SLOW_CONSUMER, "slow consumer"))
         self.transport.abort()

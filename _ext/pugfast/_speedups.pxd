@@ -74,6 +74,10 @@ cdef class Flusher:
     cdef Py_ssize_t _scratch_cap
     cdef public Py_ssize_t frames
     cdef public Py_ssize_t writes
+    cdef public Py_ssize_t messages
+    cdef public Py_ssize_t message_bytes
+    cdef public Py_ssize_t deliveries
+    cdef public Py_ssize_t slow_consumers
 
     cdef int _mark(self, Connection conn) except -1
 
