@@ -141,8 +141,9 @@ class Gateway:
                 conn.close(CLOSE_ROOM_ENDED, reason)
         room.members.clear()
         room.group.clear()
-        self.rooms_ended[reason or ("empty" if room.joined_once else "unused")] += 1
-        log.debug("room ended (%s); %d rooms", reason or "unused", len(self.registry))
+        why = reason or ("empty" if room.joined_once else "unused")
+        self.rooms_ended[why] += 1
+        log.debug("room ended (%s); %d rooms", why, len(self.registry))
 
     # -- connections ---------------------------------------------------------------------
 
