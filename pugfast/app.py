@@ -9,6 +9,7 @@ docs/engine.md for why that is safe and which aiohttp versions it relies on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -76,15 +77,24 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
         return json_error(exc.status, _STATUS_CODES.get(exc.status, "error"), message, headers)
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Strict headers on every response, errors and the 101 included; never a cookie."""
-    headers = response.headers
-    host = request.host if _SAFE_HOST.fullmatch(request.host or "") else None
-    connect = f"'self' ws://{host} wss://{host}" if host else "'self'"
-    headers["Content-Security-Policy"] = (
+@functools.lru_cache(maxsize=64)
+def content_security_policy(host: str) -> str:
+    """The policy for pages served as ``host``: a WebSocket may go only to that host.
+
+    Cached, since a relay answers under one or two names: every response then shares one
+    string (WebSocket responses stay in memory as long as their connection).
+    """
+    connect = f"'self' ws://{host} wss://{host}" if _SAFE_HOST.fullmatch(host) else "'self'"
+    return (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
         f"connect-src {connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Strict headers on every response, errors and the 101 included; never a cookie."""
+    headers = response.headers
+    headers["Content-Security-Policy"] = content_security_policy(request.host or "")
     headers["Referrer-Policy"] = "no-referrer"
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"

@@ -282,7 +282,12 @@ class Gateway:
             conn.close(CLOSE_GOING_AWAY, "server shutdown")
         for room in list(self.registry.rooms.values()):
             self.end_room(room, None)
-        if connections:
-            await asyncio.wait([conn.session.lost for conn in connections], timeout=timeout)
+        if not connections:
+            return
+        lost = [conn.session.lost for conn in connections]
+        await asyncio.wait(lost, timeout=timeout)
         for conn in list(self.connections):
             conn.transport.abort()
+        # An aborted transport reports its end on the next loop iteration; once every one has,
+        # aiohttp's own shutdown finds no handler still running.
+        await asyncio.wait(lost)
