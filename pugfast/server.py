@@ -19,6 +19,10 @@ from .speedups import IMPLEMENTATION
 
 log = logging.getLogger("pugfast")
 
+# Connections the kernel may hold before they are accepted: enough for a join storm (the
+# kernel caps it at net.core.somaxconn).
+BACKLOG = 4096
+
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -46,9 +50,10 @@ class Relay:
             make_app(self.gateway), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        sock = socket.create_server((s.host, s.port), family=_family(s.host), backlog=4096)
+        sock = socket.create_server((s.host, s.port), family=_family(s.host), backlog=BACKLOG)
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context())
+        # aiohttp listens again on the socket it is given, with its own backlog unless told.
+        site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context(), backlog=BACKLOG)
         await site.start()
         if s.metrics_address is not None:
             await self._start_metrics(*s.metrics_address)

@@ -22,8 +22,10 @@ cdef double _RATE_NOTICE_INTERVAL = RATE_NOTICE_INTERVAL
 cdef enum:
     CLOSE_BAD_MESSAGE = 4400
     CLOSE_SLOW_CONSUMER = 4503
-    # A pending-output buffer grown past this by a burst is given back after its flush.
-    _KEEP_OUTPUT = 65536
+    # A pending-output buffer grown past this by a burst is given back after its flush. It is
+    # larger than a burst of big messages to a room of ten (3 x 9 x 4 KiB), so a busy member
+    # does not free and regrow its buffer at every flush.
+    _KEEP_OUTPUT = 262144
 
 
 cdef int _grow(unsigned char** buf, Py_ssize_t* cap, Py_ssize_t need) except -1:
@@ -245,6 +247,7 @@ cdef class Connection:
         while i < PyList_GET_SIZE(members):
             peer = <Connection>PyList_GET_ITEM(members, i)
             if peer is not self:
+                peer._relayed = True
                 peer._queue(frame, size)
             i += 1
         flusher.messages += 1
@@ -330,10 +333,14 @@ cdef class Connection:
         if self._out_len and not self._aborted:
             pending = PyBytes_FromStringAndSize(<const char*>self._out, self._out_len)
             self._out_len = 0
-            if self._out_cap > _KEEP_OUTPUT:
+            # Only members that receive relayed messages keep a buffer between flushes: one that
+            # got notices alone (a welcome, a join, a ping) is probably quiet, so it gives it
+            # back. Since a quiet member is pinged, every idle connection ends up holding none.
+            if self._out_cap > _KEEP_OUTPUT or not self._relayed:
                 free(self._out)
                 self._out = NULL
                 self._out_cap = 0
+            self._relayed = False
             self._flusher.frames += self._frames
             self._flusher.writes += 1
             self._frames = 0

@@ -107,6 +107,8 @@ cdef class Connection:
     cdef Py_ssize_t _backlog
     cdef Py_ssize_t _max_buffered
     cdef bint _dirty
+    # Whether a relayed message was queued since the last flush (see _flush).
+    cdef bint _relayed
     cdef bint _notified
     cdef bint _aborted
     cdef bint _peer_closed
