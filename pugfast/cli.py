@@ -67,11 +67,13 @@ def serve(settings: Settings) -> int:
     # Nothing is written to disk after start-up, and that includes bytecode caches.
     sys.dont_write_bytecode = True
     configure_logging(settings.log_level)
-    if settings.production and not settings.tls:
+    behind_tls_proxy = (settings.allowed_origin or "").startswith("https://")
+    if settings.production and not settings.tls and not behind_tls_proxy:
         print(
             "pugfast serve: warning: --production without TLS: browsers will refuse Web Crypto "
             "on a non-localhost http:// origin and traffic is visible on the network; give "
-            "--tls-cert and --tls-key, or terminate TLS in front of the relay",
+            "--tls-cert and --tls-key, or terminate TLS in front of the relay and set "
+            "--allowed-origin https://...",
             file=sys.stderr,
         )
 

@@ -39,6 +39,7 @@ class Relay:
         self.port = 0
         self.metrics_port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -53,8 +54,10 @@ class Relay:
         sock = socket.create_server((s.host, s.port), family=_family(s.host), backlog=BACKLOG)
         self.port = sock.getsockname()[1]
         # aiohttp listens again on the socket it is given, with its own backlog unless told.
-        site = web.SockSite(self._runner, sock, ssl_context=self._ssl_context(), backlog=BACKLOG)
-        await site.start()
+        self._site = web.SockSite(
+            self._runner, sock, ssl_context=self._ssl_context(), backlog=BACKLOG
+        )
+        await self._site.start()
         if s.metrics_address is not None:
             await self._start_metrics(*s.metrics_address)
         self._sweeper = asyncio.get_running_loop().create_task(self.gateway.sweep_forever())
@@ -85,17 +88,26 @@ class Relay:
         return context
 
     async def stop(self) -> None:
-        """Close every member with 1001, then stop listening and release everything."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        """Stop listening, close every member with 1001, then release everything.
+
+        Calling it again does nothing.
+        """
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await sweeper
+        site, self._site = self._site, None
+        if site is not None:
+            # First refuse new connections, so none arrives while members are being closed
+            # (and a load balancer's health check fails at once).
+            await site.stop()
         if self.gateway is not None:
             await self.gateway.close_all(self.shutdown_grace)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._metrics_runner is not None:
-            await self._metrics_runner.cleanup()
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._metrics_runner = None
 
     async def __aenter__(self) -> Relay:
         await self.start()
