@@ -108,6 +108,17 @@ async def test_production_without_tls_warns(loop_name: str) -> None:
     assert "warning: --production without TLS" in server.stderr
 
 
+async def test_production_behind_a_tls_proxy_does_not_warn(loop_name: str) -> None:
+    server = ServerProcess("--production", "--allowed-origin", "https://chat.example.org",
+                           "--event-loop", loop_name)
+    try:
+        await server.ready()
+    finally:
+        code = await asyncio.to_thread(server.stop)
+    assert code == 0
+    assert "warning" not in server.stderr
+
+
 def make_certificate(directory) -> tuple[str, str]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
