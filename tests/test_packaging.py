@@ -8,7 +8,6 @@ itself (reproducible, installable without a compiler, chatting) is scripts/check
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
 import os
 import re
@@ -19,6 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from support import self_signed_certificate
 
 from pugfast.config import OPTIONS
 
@@ -210,30 +210,6 @@ def test_deploy_files_name_only_real_settings() -> None:
             assert name in known, f"{path.name} sets {name}, which pugfast serve does not read"
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "chat.example.org")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "fullchain.pem", directory / "privkey.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ))
-    return cert_path, key_path
-
-
 def test_nginx_example_logs_nothing_and_passes_nginx_t(tmp_path: Path) -> None:
     text = (DEPLOY / "nginx.conf").read_text()
     servers = text.split("server {")[1:]
@@ -244,7 +220,7 @@ def test_nginx_example_logs_nothing_and_passes_nginx_t(tmp_path: Path) -> None:
     assert "proxy_set_header Connection $connection_upgrade;" in text
 
     nginx = need("nginx", "to check deploy/nginx.conf")
-    cert, key = make_certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path, "chat.example.org")
     config = tmp_path / "nginx.conf"
     config.write_text(
         text.replace("/etc/letsencrypt/live/chat.example.org/fullchain.pem", str(cert))

@@ -7,8 +7,6 @@ Each async test runs the server on the same event loop implementation as the tes
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import os
 import re
 import shutil
@@ -19,7 +17,7 @@ import sys
 import aiohttp
 import pytest
 import websockets
-from support import RawClient, ServerProcess, client_frame
+from support import RawClient, ServerProcess, client_frame, self_signed_certificate
 
 from pugfast import __version__
 from pugfast.config import OPTIONS
@@ -119,36 +117,8 @@ async def test_production_behind_a_tls_proxy_does_not_warn(loop_name: str) -> No
     assert "warning" not in server.stderr
 
 
-def make_certificate(directory) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
-    )
-    return str(cert_path), str(key_path)
-
-
 async def test_tls_serves_https_and_wss_with_hsts(loop_name: str, tmp_path) -> None:
-    cert, key = make_certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server = ServerProcess("--tls-cert", cert, "--tls-key", key, "--production",
                            "--event-loop", loop_name)
     context = ssl.create_default_context(cafile=cert)
