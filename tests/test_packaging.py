@@ -252,10 +252,10 @@ def test_render_blueprint_runs_one_instance_of_the_relay() -> None:
         import yaml
     except ImportError:
         # No YAML parser here: check the fields line by line instead.
-        fields = dict(re.findall(r"^\s*-?\s*(\w+):\s*(\S.*?)\s*$", text, re.M))
+        fields = dict(re.findall(r"^[ \t]*-?[ \t]*(\w+):[ \t]*(\S.*?)[ \t]*$", text, re.M))
         assert re.search(r"^services:\s*$", text, re.M)
         service = {k: v.strip('"') for k, v in fields.items()}
-        keys = re.findall(r"^\s*- key: (\S+)", text, re.M)
+        keys = re.findall(r"^[ \t]*- key: (\S+)", text, re.M)
     else:
         (service,) = yaml.safe_load(text)["services"]
         keys = [v["key"] for v in service["envVars"]]
