@@ -236,6 +236,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     # any it had already read past the request head.
     request.protocol.set_parser(conn)
     request.protocol.keep_alive(False)
+    if request.protocol.transport is None:
+        # The client left while the 101 was being sent, before aiohttp had a parser to tell.
+        conn.feed_eof()
     # aiohttp closes the transport when this handler returns, so it returns only once the
     # connection is gone: after the client hung up in answer to the close, or CLOSE_LINGER
     # seconds after the close began, whichever comes first.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import client_frame, running_relay
+from support import RawClient, client_frame, running_relay
 
 from pugfast import app
 
@@ -59,3 +59,18 @@ async def test_after_echoing_the_clients_close_the_relay_hangs_up_first() -> Non
             await asyncio.sleep(0.01)
         assert not r.gateway.connections
         await client.close()
+
+
+async def test_a_client_gone_before_the_hand_over_leaves_nothing_behind() -> None:
+    async with running_relay() as r:
+        for _ in range(20):
+            client = RawClient()
+            status, _ = await client.handshake(r.port, f"/r/{'A' * 22}/ws")
+            assert status == 101
+            client.writer.transport.abort()
+        # Clients that vanish around the upgrade do not stay counted as connections.
+        for _ in range(100):
+            if not r.gateway.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert not r.gateway.connections
