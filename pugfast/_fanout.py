@@ -126,11 +126,10 @@ class Group:
             conn.group = None
         self.members.clear()
 
-    def broadcast(self, frame: bytes, exclude: Connection | None = None) -> None:
-        """Queue one prebuilt frame to every member but ``exclude``."""
+    def broadcast(self, frame: bytes) -> None:
+        """Queue one prebuilt frame to every member."""
         for peer in self.members:
-            if peer is not exclude:
-                peer._queue(frame)
+            peer._queue(frame)
 
 
 class Connection:

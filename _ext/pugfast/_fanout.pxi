@@ -105,14 +105,13 @@ cdef class Group:
             conn.group = None
         self.members.clear()
 
-    def broadcast(self, bytes frame, Connection exclude=None):
-        """Queue one prebuilt frame to every member but ``exclude``."""
+    def broadcast(self, bytes frame):
+        """Queue one prebuilt frame to every member."""
         cdef Connection peer
         cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(frame)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(frame)
         for peer in self.members:
-            if peer is not exclude:
-                peer._queue(data, n)
+            peer._queue(data, n)
 
 
 cdef class Connection:
