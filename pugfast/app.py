@@ -77,6 +77,20 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
         return json_error(exc.status, _STATUS_CODES.get(exc.status, "error"), message, headers)
 
 
+@web.middleware
+async def one_request_per_connection(request: web.Request, handler: Any) -> web.StreamResponse:
+    """With ``--workers``, every connection carries one request.
+
+    The acceptor picks a connection's worker from its first request (a WebSocket upgrade goes
+    to the worker owning its room), so a later request on the same connection, such as an
+    upgrade into a room of another worker, could reach the wrong one. Browsers open a new
+    connection for every WebSocket anyway; other clients now must too.
+    """
+    response = await handler(request)
+    response.force_close()
+    return response
+
+
 @functools.lru_cache(maxsize=64)
 def content_security_policy(host: str) -> str:
     """The policy for pages served as ``host``: a WebSocket may go only to that host.
@@ -195,8 +209,10 @@ async def create_room(request: web.Request) -> web.Response:
         return json_error(exc.status, exc.code, exc.message)
     if len(gateway.registry) >= s.max_rooms:
         return json_error(503, "at_capacity", "this relay has as many rooms as it can hold")
+    if not await gateway.claim_token(token):
+        gateway.pow_failures["challenge_used"] += 1
+        return json_error(409, "challenge_used", "this challenge was already used")
     room, secret = gateway.create_room(ttl, capacity)
-    gateway.issuer.spend(token)
     return json_response(
         {
             "room": room.id,
@@ -253,7 +269,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 def make_app(gateway: Gateway) -> web.Application:
     """The relay's aiohttp application, serving ``gateway``."""
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_as_json])
+    middlewares = [errors_as_json]
+    if gateway.settings.workers > 1:
+        middlewares.insert(0, one_request_per_connection)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[GATEWAY] = gateway
     app.on_response_prepare.append(add_security_headers)
     app.router.add_get("/", home)

@@ -62,6 +62,7 @@ def serve(settings: Settings) -> int:
     """Run the relay until SIGTERM or SIGINT; every member is then closed with 1001."""
     from .privacy import configure_logging, disable_core_dumps
     from .server import Relay
+    from .supervisor import Supervisor
 
     disable_core_dumps()
     # Nothing is written to disk after start-up, and that includes bytecode caches.
@@ -82,7 +83,7 @@ def serve(settings: Settings) -> int:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        relay = Relay(settings)
+        relay = Supervisor(settings) if settings.workers > 1 else Relay(settings)
         try:
             await relay.start()
         except OSError as exc:

@@ -87,6 +87,12 @@ OPTIONS: tuple[Option, ...] = (
            "is logged at any level)", kind="choice", choices=("debug", "info", "warning", "error")),
     Option("event-loop", "uvloop", "event loop implementation", kind="choice",
            choices=("uvloop", "asyncio")),
+    Option("workers", 1, "worker processes sharing the port, each owning its own rooms; "
+           "'auto' starts one per core (plain HTTP only: terminate TLS in front)",
+           kind="workers", low=1, high=64),
+    Option("node", None, "this relay's letter when several relays share one router: every "
+           "room id made here starts with it (one of A-Z a-z 0-9 - _; see docs/scaling.md)",
+           kind="node"),
     Option("metrics-listen", None,
            "serve Prometheus metrics (aggregates only) at http://HOST:PORT/metrics, e.g. "
            "127.0.0.1:9300 (default: off)", kind="hostport"),
@@ -125,6 +131,8 @@ class Settings:
     idle_timeout: float = 60.0
     log_level: str = "info"
     event_loop: str = "uvloop"
+    workers: int = 1
+    node: str | None = None
     metrics_listen: str | None = None
 
     @property
@@ -140,6 +148,13 @@ class Settings:
         return host.strip("[]"), int(port)
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _describe(option: Option) -> str:
     if option.kind in ("int", "float"):
         number = "a whole number" if option.kind == "int" else "a number"
@@ -152,6 +167,10 @@ def _describe(option: Option) -> str:
         return "1/true/yes/on or 0/false/no/off"
     if option.kind == "origin":
         return "an origin such as https://chat.example.org (scheme, host and optional port)"
+    if option.kind == "workers":
+        return f"'auto' or a whole number from {int(option.low)} to {int(option.high)}"
+    if option.kind == "node":
+        return "one character of A-Z, a-z, 0-9, - or _"
     if option.kind == "hostport":
         return "HOST:PORT, such as 127.0.0.1:9300 or [::1]:9300, with a port from 0 to 65535"
     return "a value"
@@ -160,6 +179,14 @@ def _describe(option: Option) -> str:
 def _convert(option: Option, raw: str) -> Any:
     kind = option.kind
     text = raw.strip()
+    if kind == "workers":
+        if text.lower() == "auto":
+            return max(1, min(_usable_cores(), int(option.high)))
+        kind = "int"
+    if kind == "node":
+        if len(text) != 1 or not re.fullmatch(r"[A-Za-z0-9_-]", text):
+            raise ValueError
+        return text
     if kind in ("int", "float"):
         try:
             value: Any = int(text) if kind == "int" else float(text)
@@ -260,6 +287,12 @@ def _check_consistency(s: Settings, path_exists: Callable[[str], bool]) -> None:
         raise ConfigError(
             f"--idle-timeout ({s.idle_timeout:g} s) must be longer than --ping-interval "
             f"({s.ping_interval:g} s), or live but quiet members would be dropped unpinged"
+        )
+    if s.workers > 1 and s.tls_cert is not None:
+        raise ConfigError(
+            "--workers above 1 needs plain HTTP: the acceptor reads each request's path to "
+            "find the worker that owns its room, which it cannot do inside TLS. Terminate TLS "
+            "in a proxy in front (deploy/nginx.conf, deploy/Caddyfile) or use --workers 1"
         )
     if (s.tls_cert is None) != (s.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together: give both or neither")

@@ -12,13 +12,14 @@ import hmac
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from .config import Settings
 from .pow import ChallengeIssuer
-from .registry import Member, Registry, Room, secret_digest
+from .registry import Member, Registry, Room, RoomIds, secret_digest
 from .speedups import OP_TEXT, Connection, Flusher, Group, encode_frame
 
 log = logging.getLogger("pugfast.gateway")
@@ -74,10 +75,20 @@ class Session:
 class Gateway:
     """Owns the registry, the challenge issuer and every open connection of one relay."""
 
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        ids: RoomIds | None = None,
+        token_key: bytes | None = None,
+        claim_token: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
         self.settings = settings
-        self.registry = Registry()
-        self.issuer = ChallengeIssuer(settings.pow_difficulty)
+        self.registry = Registry(ids)
+        self.issuer = ChallengeIssuer(settings.pow_difficulty, key=token_key)
+        # With --workers, the supervisor keeps the one set of spent tokens.
+        self._claim_token = claim_token
         self.flusher = Flusher(loop.call_soon)
         # Every WebSocket connection until its TCP connection is gone, closing ones included.
         self.connections: set[Connection] = set()
@@ -91,6 +102,14 @@ class Gateway:
         self.pow_failures: Counter[str] = Counter()
 
     # -- rooms ---------------------------------------------------------------------------
+
+    async def claim_token(self, token: str) -> bool:
+        """Spend a checked challenge token: False if it was used already, here or at another
+        worker."""
+        if self._claim_token is not None and not await self._claim_token(token):
+            return False
+        self.issuer.spend(token, self.clock())
+        return True
 
     def create_room(self, ttl: int, capacity: int) -> tuple[Room, str]:
         """Make a room with its timer; return it and its secret (which is not kept)."""

@@ -7,7 +7,7 @@ listens on its own address (typically loopback) so it is never exposed with the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -20,56 +20,91 @@ ROOM_ENDINGS = ("expired", "purged", "empty", "unused")
 POW_FAILURES = ("bad_proof", "challenge_expired", "challenge_used")
 
 
-def _series(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> str:
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{labels} {value:g}" for labels, value in samples]
-    return "\n".join(lines)
+# A snapshot: for each series, its samples as (labels, value). Snapshots of several workers
+# add up sample by sample (``merge``), so ``--workers`` reports the relay as a whole.
+Snapshot = dict[str, list[tuple[str, float]]]
+
+# name: (type, help)
+SERIES: dict[str, tuple[str, str]] = {
+    "pugfast_rooms": ("gauge", "Rooms that exist now."),
+    "pugfast_connections": ("gauge", "Open WebSocket connections."),
+    "pugfast_rooms_created_total": ("counter", "Rooms created."),
+    "pugfast_rooms_ended_total": ("counter", "Rooms ended, by why."),
+    "pugfast_joins_total": ("counter", "Successful joins."),
+    "pugfast_joins_refused_total": ("counter", "Joins refused, by why."),
+    "pugfast_pow_failures_total": ("counter", "Room creations refused by the proof-of-work "
+                                   "checks, by why."),
+    "pugfast_messages_relayed_total": ("counter", "Binary messages relayed."),
+    "pugfast_relayed_bytes_total": ("counter", "Ciphertext bytes of relayed messages."),
+    "pugfast_deliveries_total": ("counter", "Relayed messages times their recipients."),
+    "pugfast_frames_sent_total": ("counter", "WebSocket frames written."),
+    "pugfast_writes_total": ("counter", "Socket writes (frames are coalesced)."),
+    "pugfast_slow_consumer_closes_total": ("counter", "Members closed for not reading fast enough."),
+}
 
 
-def render(gateway: Gateway) -> str:
-    """The Prometheus text exposition of ``gateway``'s counters."""
+def snapshot(gateway: Gateway) -> Snapshot:
+    """The current value of every series for one relay process."""
     engine = gateway.flusher
-    blocks = [
-        _series("pugfast_info", "gauge", "Version and engine of this relay.",
-                [(f'{{version="{__version__}",engine="{IMPLEMENTATION}"}}', 1)]),
-        _series("pugfast_rooms", "gauge", "Rooms that exist now.", [("", len(gateway.registry))]),
-        _series("pugfast_connections", "gauge", "Open WebSocket connections.",
-                [("", len(gateway.connections))]),
-        _series("pugfast_rooms_created_total", "counter", "Rooms created.",
-                [("", gateway.rooms_created)]),
-        _series("pugfast_rooms_ended_total", "counter", "Rooms ended, by why.",
-                [(f'{{reason="{r}"}}', gateway.rooms_ended[r]) for r in ROOM_ENDINGS]),
-        _series("pugfast_joins_total", "counter", "Successful joins.", [("", gateway.joins)]),
-        _series("pugfast_joins_refused_total", "counter", "Joins refused, by why.",
-                [(f'{{reason="{r}"}}', gateway.joins_refused[r]) for r in JOIN_REFUSALS]),
-        _series("pugfast_pow_failures_total", "counter", "Room creations refused by the "
-                "proof-of-work checks, by why.",
-                [(f'{{reason="{r}"}}', gateway.pow_failures[r]) for r in POW_FAILURES]),
-        _series("pugfast_messages_relayed_total", "counter", "Binary messages relayed.",
-                [("", engine.messages)]),
-        _series("pugfast_relayed_bytes_total", "counter", "Ciphertext bytes of relayed messages.",
-                [("", engine.message_bytes)]),
-        _series("pugfast_deliveries_total", "counter", "Relayed messages times their recipients.",
-                [("", engine.deliveries)]),
-        _series("pugfast_frames_sent_total", "counter", "WebSocket frames written.",
-                [("", engine.frames)]),
-        _series("pugfast_writes_total", "counter", "Socket writes (frames are coalesced).",
-                [("", engine.writes)]),
-        _series("pugfast_slow_consumer_closes_total", "counter",
-                "Members closed for not reading fast enough.", [("", engine.slow_consumers)]),
+    return {
+        "pugfast_rooms": [("", len(gateway.registry))],
+        "pugfast_connections": [("", len(gateway.connections))],
+        "pugfast_rooms_created_total": [("", gateway.rooms_created)],
+        "pugfast_rooms_ended_total":
+            [(f'{{reason="{r}"}}', gateway.rooms_ended[r]) for r in ROOM_ENDINGS],
+        "pugfast_joins_total": [("", gateway.joins)],
+        "pugfast_joins_refused_total":
+            [(f'{{reason="{r}"}}', gateway.joins_refused[r]) for r in JOIN_REFUSALS],
+        "pugfast_pow_failures_total":
+            [(f'{{reason="{r}"}}', gateway.pow_failures[r]) for r in POW_FAILURES],
+        "pugfast_messages_relayed_total": [("", engine.messages)],
+        "pugfast_relayed_bytes_total": [("", engine.message_bytes)],
+        "pugfast_deliveries_total": [("", engine.deliveries)],
+        "pugfast_frames_sent_total": [("", engine.frames)],
+        "pugfast_writes_total": [("", engine.writes)],
+        "pugfast_slow_consumer_closes_total": [("", engine.slow_consumers)],
+    }
+
+
+def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """The sum of several snapshots, sample by sample."""
+    totals: dict[str, dict[str, float]] = {name: {} for name in SERIES}
+    for snap in snapshots:
+        for name, samples in snap.items():
+            if name in totals:
+                for labels, value in samples:
+                    totals[name][labels] = totals[name].get(labels, 0) + value
+    return {name: list(samples.items()) for name, samples in totals.items()}
+
+
+def render(snap: Snapshot, workers: int = 1) -> str:
+    """The Prometheus text exposition of a snapshot."""
+    lines = [
+        "# HELP pugfast_info Version, engine and worker processes of this relay.",
+        "# TYPE pugfast_info gauge",
+        f'pugfast_info{{version="{__version__}",engine="{IMPLEMENTATION}",workers="{workers}"}} 1',
     ]
-    return "\n".join(blocks) + "\n"
+    for name, (kind, help_text) in SERIES.items():
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        lines += [f"{name}{labels} {value:g}" for labels, value in snap.get(name, ())]
+    return "\n".join(lines) + "\n"
 
 
-def make_metrics_app(gateway: Gateway) -> web.Application:
+def metrics_response(text: str) -> web.Response:
+    return web.Response(
+        body=text.encode(),
+        headers={
+            "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def make_metrics_app(source: Callable[[], Awaitable[str]]) -> web.Application:
+    """An application serving ``/metrics`` with the text ``source`` gives at each scrape."""
+
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(
-            body=render(gateway).encode(),
-            headers={
-                "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
-                "Cache-Control": "no-store",
-            },
-        )
+        return metrics_response(await source())
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

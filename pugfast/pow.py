@@ -61,15 +61,56 @@ def solve(token: str, difficulty: int) -> str:
         nonce += 1
 
 
-class ChallengeIssuer:
-    """Issues and checks challenge tokens. Every method takes the monotonic time ``now``."""
+def token_deadline(token: str) -> float:
+    """The monotonic time an authentic token expires at (its first field, in milliseconds)."""
+    return int(token.partition(".")[0]) / 1000
 
-    def __init__(self, difficulty: int, lifetime: float = TOKEN_LIFETIME) -> None:
+
+class SpentTokens:
+    """Tokens already used to create a room, each remembered until it expires.
+
+    One lives in every relay; with ``--workers`` the supervisor holds the only one, since a
+    challenge and its answer may reach different workers.
+    """
+
+    def __init__(self) -> None:
+        self._deadlines: dict[str, float] = {}
+        self._expiries: list[tuple[float, str]] = []
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._deadlines
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    def add(self, token: str, now: float) -> bool:
+        """Remember an authentic ``token``; False if it was already spent."""
+        self.forget_expired(now)
+        if token in self._deadlines:
+            return False
+        deadline = token_deadline(token)
+        self._deadlines[token] = deadline
+        heapq.heappush(self._expiries, (deadline, token))
+        return True
+
+    def forget_expired(self, now: float) -> None:
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now:
+            del self._deadlines[heapq.heappop(expiries)[1]]
+
+
+class ChallengeIssuer:
+    """Issues and checks challenge tokens. Every method takes the monotonic time ``now``.
+
+    ``key`` is the HMAC key; by default a new one. Workers of one relay share theirs, so a
+    token issued by one is good at another.
+    """
+
+    def __init__(self, difficulty: int, lifetime: float = TOKEN_LIFETIME, key: bytes | None = None) -> None:
         self.difficulty = difficulty
         self.lifetime = lifetime
-        self._key = secrets.token_bytes(32)
-        self._spent: dict[str, float] = {}
-        self._expiries: list[tuple[float, str]] = []
+        self._key = key if key is not None else secrets.token_bytes(32)
+        self.spent = SpentTokens()
 
     def _mac(self, body: str) -> str:
         return b64u(hmac.new(self._key, body.encode("ascii"), hashlib.sha256).digest()[:18])
@@ -95,26 +136,19 @@ class ChallengeIssuer:
             raise ChallengeError(403, "bad_proof", "this challenge token was not issued here")
         if now >= int(deadline_text) / 1000:
             raise ChallengeError(410, "challenge_expired", "the challenge expired: ask for a new one")
-        self._forget_expired(now)
-        if token in self._spent:
+        self.spent.forget_expired(now)
+        if token in self.spent:
             raise ChallengeError(409, "challenge_used", "this challenge was already used")
         if not solves(token, nonce, self.difficulty):
             raise ChallengeError(403, "bad_proof", "the nonce does not solve the challenge")
 
-    def spend(self, token: str) -> None:
+    def spend(self, token: str, now: float) -> None:
         """Remember ``token`` as used until it expires. Call after a successful create."""
-        deadline = int(token.partition(".")[0]) / 1000
-        self._spent[token] = deadline
-        heapq.heappush(self._expiries, (deadline, token))
-
-    def _forget_expired(self, now: float) -> None:
-        expiries = self._expiries
-        while expiries and expiries[0][0] <= now:
-            del self._spent[heapq.heappop(expiries)[1]]
+        self.spent.add(token, now)
 
     @property
     def spent_count(self) -> int:
-        return len(self._spent)
+        return len(self.spent)
 
 
 def valid_nonce(nonce: object) -> TypeGuard[str]:

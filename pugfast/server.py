@@ -1,4 +1,8 @@
-"""Running the relay: the listening socket, the liveness sweep, and a clean shutdown."""
+"""Running the relay: the listening socket, the liveness sweep, and a clean shutdown.
+
+A relay either listens itself, or (as one worker of ``--workers N``) takes the connections
+its supervisor hands it over a WorkerLink and never opens a socket of its own.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -14,8 +19,10 @@ from . import __version__
 from .app import make_app
 from .config import Settings
 from .gateway import Gateway
-from .metrics import make_metrics_app
+from .metrics import make_metrics_app, render, snapshot
+from .registry import RoomIds
 from .speedups import IMPLEMENTATION
+from .worker import WorkerLink
 
 log = logging.getLogger("pugfast")
 
@@ -31,8 +38,18 @@ def _family(host: str) -> socket.AddressFamily:
 class Relay:
     """One running relay. ``await start()``, then ``await stop()`` (or ``async with``)."""
 
-    def __init__(self, settings: Settings, *, shutdown_grace: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        shutdown_grace: float = 2.0,
+        link: WorkerLink | None = None,
+        on_link_lost: Callable[[], None] = lambda: None,
+    ) -> None:
         self.settings = settings
+        self.link = link
+        self._on_link_lost = on_link_lost
+        self._adopting: set[asyncio.Task[None]] = set()
         # How long members get to hang up after the 1001 close before they are dropped.
         self.shutdown_grace = shutdown_grace
         self.gateway: Gateway | None = None
@@ -45,12 +62,26 @@ class Relay:
 
     async def start(self) -> None:
         s = self.settings
-        self.gateway = Gateway(s, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        link = self.link
+        if link is None:
+            self.gateway = Gateway(s, loop, ids=RoomIds(s.node))
+        else:
+            self.gateway = Gateway(
+                s, loop, ids=RoomIds(s.node, link.index, link.workers),
+                token_key=link.token_key, claim_token=link.claim_token,
+            )
         # No access log: it would name rooms (in paths) and addresses.
         self._runner = web.AppRunner(
             make_app(self.gateway), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
+        self._sweeper = loop.create_task(self.gateway.sweep_forever())
+        if link is not None:
+            link.start(loop, self._adopt, lambda: snapshot(self.gateway), self._on_link_lost)
+            log.debug("worker %d of %d ready (engine: %s)", link.index + 1, link.workers,
+                      IMPLEMENTATION)
+            return
         sock = socket.create_server((s.host, s.port), family=_family(s.host), backlog=BACKLOG)
         self.port = sock.getsockname()[1]
         # aiohttp listens again on the socket it is given, with its own backlog unless told.
@@ -60,7 +91,6 @@ class Relay:
         await self._site.start()
         if s.metrics_address is not None:
             await self._start_metrics(*s.metrics_address)
-        self._sweeper = asyncio.get_running_loop().create_task(self.gateway.sweep_forever())
         # The port, not the address: no log line names an IP address, not even our own.
         log.info(
             "pugfast %s listening on port %d (%s; engine: %s; loop: %s)",
@@ -68,10 +98,29 @@ class Relay:
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
 
+    def _adopt(self, sock: socket.socket) -> None:
+        """Serve a connection the supervisor accepted, as if this relay had accepted it."""
+        assert self._runner is not None and self._runner.server is not None
+        task = asyncio.get_running_loop().create_task(self._serve_accepted(self._runner.server, sock))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    @staticmethod
+    async def _serve_accepted(server: web.Server, sock: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(server, sock)
+        except OSError:
+            sock.close()
+
     async def _start_metrics(self, host: str, port: int) -> None:
-        assert self.gateway is not None
+        gateway = self.gateway
+        assert gateway is not None
+
+        async def text() -> str:
+            return render(snapshot(gateway))
+
         self._metrics_runner = web.AppRunner(
-            make_metrics_app(self.gateway), access_log=None, handle_signals=False
+            make_metrics_app(text), access_log=None, handle_signals=False
         )
         await self._metrics_runner.setup()
         sock = socket.create_server((host, port), family=_family(host))
@@ -97,6 +146,8 @@ class Relay:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+        if self.link is not None:
+            self.link.close()
         site, self._site = self._site, None
         if site is not None:
             # First refuse new connections, so none arrives while members are being closed

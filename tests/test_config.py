@@ -43,7 +43,7 @@ ENV_SAMPLES = {
     "rate-burst": ("5", 5), "max-buffered-bytes": ("65536", 65536), "max-rooms": ("10", 10),
     "max-connections": ("20", 20), "join-timeout": ("2.5", 2.5), "ping-interval": ("5", 5.0),
     "idle-timeout": ("90", 90.0), "log-level": ("DEBUG", "debug"), "event-loop": ("asyncio", "asyncio"),
-    "metrics-listen": ("[::1]:9300", "[::1]:9300"),
+    "metrics-listen": ("[::1]:9300", "[::1]:9300"), "workers": ("2", 2), "node": ("N", "N"),
 }
 
 

@@ -51,7 +51,7 @@ def test_tokens_are_printable_ascii_and_single_use_until_they_expire() -> None:
     assert expires == pytest.approx(110.0)
     assert token.isascii() and token.isprintable() and len(token) <= 256
     issuer.check(token, "0", now=101.0)
-    issuer.spend(token)
+    issuer.spend(token, now=101.0)
     with pytest.raises(ChallengeError) as used:
         issuer.check(token, "0", now=102.0)
     assert (used.value.status, used.value.code) == (409, "challenge_used")

@@ -188,8 +188,10 @@ async def exercise(server: ServerProcess, marker: bytes) -> dict[str, str]:
     return {"room id": room["room"], "secret": room["secret"], "payload": marker.decode()}
 
 
-async def test_logs_at_debug_name_no_address_room_secret_or_payload(loop_name: str) -> None:
-    server = ServerProcess("--log-level", "debug", "--rate-burst", "5", "--event-loop", loop_name)
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_logs_at_debug_name_no_address_room_secret_or_payload(loop_name: str, workers: str) -> None:
+    server = ServerProcess("--log-level", "debug", "--rate-burst", "5", "--event-loop", loop_name,
+                           "--workers", workers)
     try:
         await server.ready()
         secrets = await exercise(server, b"PAYLOAD-MARKER-7f3a")
@@ -214,13 +216,21 @@ def test_core_dumps_are_disabled() -> None:
     assert result.stdout.split() == ["(0,", "0)", "0"]
 
 
-async def test_the_running_server_has_no_core_limit(loop_name: str) -> None:
-    server = ServerProcess("--event-loop", loop_name)
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_the_running_server_has_no_core_limit(loop_name: str, workers: str) -> None:
+    server = ServerProcess("--event-loop", loop_name, "--workers", workers)
     try:
         await server.ready()
-        with open(f"/proc/{server.server_pid}/limits") as limits:
-            line = next(line for line in limits if line.startswith("Max core file size"))
-        assert line.split()[4:6] == ["0", "0"], line
+        pids = [server.server_pid]
+        if workers != "1":
+            await server.create_room()  # so that every worker is surely up
+            with open(f"/proc/{server.server_pid}/task/{server.server_pid}/children") as children:
+                pids += [int(pid) for pid in children.read().split()]
+            assert len(pids) == 1 + int(workers)
+        for pid in pids:
+            with open(f"/proc/{pid}/limits") as limits:
+                line = next(line for line in limits if line.startswith("Max core file size"))
+            assert line.split()[4:6] == ["0", "0"], line
     finally:
         assert await asyncio.to_thread(server.stop) == 0
 
@@ -228,7 +238,8 @@ async def test_the_running_server_has_no_core_limit(loop_name: str) -> None:
 WRITE_FLAGS = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND")
 
 
-async def test_no_file_is_opened_for_writing_after_start_up(loop_name: str, tmp_path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_no_file_is_opened_for_writing_after_start_up(loop_name: str, workers: str, tmp_path) -> None:
     strace = shutil.which("strace")
     if strace is None:
         if os.environ.get("CI"):
@@ -236,7 +247,7 @@ async def test_no_file_is_opened_for_writing_after_start_up(loop_name: str, tmp_
         pytest.skip("strace is not installed (.ci/run installs it)")
     trace = tmp_path / "trace"
     server = ServerProcess(
-        "--log-level", "debug", "--event-loop", loop_name,
+        "--log-level", "debug", "--event-loop", loop_name, "--workers", workers,
         prefix=(strace, "-f", "-qq", "-e", "trace=%file", "-o", str(trace)),
     )
     try:

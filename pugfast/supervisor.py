@@ -1,0 +1,371 @@
+"""``pugfast serve --workers N``: one port, N worker processes, every room whole in one of them.
+
+The supervisor owns the listening socket and does three small jobs, none of them per message:
+
+- **Accept and route.** For each connection it peeks (MSG_PEEK: nothing is consumed) at the
+  request line. An upgrade to ``/r/{room}/ws`` goes to the worker that owns the room, which
+  the room id names (pugfast.registry.worker_of); anything else goes to the next worker in
+  turn (room creations keep a turn of their own), so rooms are spread evenly. The socket itself is passed to the worker over a
+  SOCK_SEQPACKET socket pair (SCM_RIGHTS), and the worker serves it as if it had accepted it.
+  From then on the supervisor never sees a byte of that connection.
+- **Spend challenge tokens.** Workers share the key tokens are signed with, so a challenge from
+  one worker is good at another; the one set of spent tokens is kept here, and a worker asks
+  before it creates a room.
+- **Keep workers running.** A worker that dies takes its own rooms with it (their members see
+  their connections end) and is started again; the other workers are untouched. SIGTERM or
+  SIGINT stops listening, then stops every worker as a single relay stops (1001 to members).
+
+With ``--metrics-listen`` the supervisor serves the sum of every worker's metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import itertools
+import logging
+import math
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from . import __version__
+from .config import Settings
+from .metrics import make_metrics_app, merge, render
+from .pow import SpentTokens
+from .registry import worker_of
+from .speedups import IMPLEMENTATION
+from .worker import CONNECTION, HELLO, MAX_MESSAGE, METRICS, REQUEST_ID, TOKEN
+
+log = logging.getLogger("pugfast.supervisor")
+
+BACKLOG = 4096
+# How much of a request the acceptor looks at: the request line is all it needs.
+PEEK_BYTES = 2048
+# A connection that has not sent its request line by then is closed. A request line nearly
+# always arrives in the first segment; when it does not, the acceptor looks again this often.
+REQUEST_LINE_TIMEOUT = 20.0
+PEEK_RETRY = 0.01
+# A worker that dies sooner than this after it started is restarted only after this long,
+# so a worker that cannot start does not spin.
+RESTART_BACKOFF = 1.0
+METRICS_TIMEOUT = 2.0
+_ROOM_UPGRADE = re.compile(rb"[A-Z]+ (?:[a-zA-Z]+://[^/ ]*)?/r/([A-Za-z0-9_-]{22})/ws[? ]")
+_CREATE = re.compile(rb"POST (?:[a-zA-Z]+://[^/ ]*)?/api/rooms[? ]")
+
+
+class WorkerProcess:
+    """One worker slot: its process, its end of the channel, and what waits to be sent to it."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.process: subprocess.Popen[bytes] | None = None
+        self.channel: socket.socket | None = None
+        self.started_at = 0.0
+        # Messages (and the connection each carries, if any) waiting for room in the channel.
+        self.outbox: collections.deque[tuple[bytes, socket.socket | None]] = collections.deque()
+
+
+class Supervisor:
+    """Runs the workers and the acceptor. ``await start()``, then ``await stop()``."""
+
+    def __init__(self, settings: Settings, *, shutdown_grace: float = 2.0) -> None:
+        self.settings = settings
+        self.shutdown_grace = shutdown_grace
+        self.port = 0
+        self.metrics_port: int | None = None
+        self.workers = [WorkerProcess(i) for i in range(settings.workers)]
+        self._token_key = secrets.token_bytes(32)
+        self._spent = SpentTokens()
+        self._listener: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._peeking: dict[int, tuple[socket.socket, asyncio.TimerHandle]] = {}
+        # Room creations take turns on their own, so that a client's challenge-then-create
+        # pairs do not all land their rooms on one worker.
+        self._turn = itertools.cycle(range(settings.workers))
+        self._create_turn = itertools.cycle(range(settings.workers))
+        self._requests = itertools.count(1)
+        self._metrics: dict[int, asyncio.Future[Any]] = {}
+        self._metrics_runner: web.AppRunner | None = None
+        self._stopping = False
+        self.restarts = 0
+
+    # -- starting and stopping -------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self._loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
+        listener = socket.create_server((s.host, s.port), family=family, backlog=BACKLOG)
+        listener.setblocking(False)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        for worker in self.workers:
+            self._spawn(worker)
+        self._loop.add_reader(listener.fileno(), self._accept)
+        if s.metrics_address is not None:
+            await self._start_metrics(*s.metrics_address)
+        log.info(
+            "pugfast %s listening on port %d (http; %d workers; engine: %s; loop: %s)",
+            __version__, self.port, len(self.workers), IMPLEMENTATION,
+            type(self._loop).__module__.split(".")[0],
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, then stop every worker (each closes its members with 1001)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        loop = self._loop
+        assert loop is not None
+        if self._listener is not None:
+            loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+        for sock, timer in list(self._peeking.values()):
+            self._forget(sock, timer)
+            sock.close()
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.shutdown_grace + 10.0
+        for worker in self.workers:
+            process = worker.process
+            if process is None:
+                continue
+            while process.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if process.poll() is None:
+                log.warning("worker %d did not stop in time; killing it", worker.index + 1)
+                process.kill()
+                process.wait()
+            self._close_channel(worker)
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+
+    def _spawn(self, worker: WorkerProcess) -> None:
+        assert self._loop is not None
+        s = self.settings
+        n = len(self.workers)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Each worker holds its share of the relay-wide limits.
+        share = dataclasses.replace(
+            s, max_rooms=math.ceil(s.max_rooms / n), max_connections=math.ceil(s.max_connections / n)
+        )
+        hello = HELLO + orjson.dumps({
+            "settings": dataclasses.asdict(share),
+            "worker": worker.index,
+            "workers": n,
+            "token_key": self._token_key.hex(),
+        })
+        ours.send(hello)
+        worker.process = subprocess.Popen(
+            [sys.executable, "-B", "-m", "pugfast.worker", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            # Its own session, so a Ctrl-C reaches the supervisor alone, which then stops
+            # the workers in order.
+            start_new_session=True,
+        )
+        theirs.close()
+        ours.setblocking(False)
+        worker.channel = ours
+        worker.started_at = time.monotonic()
+        self._loop.add_reader(ours.fileno(), self._from_worker, worker)
+        self._flush(worker)
+
+    def _close_channel(self, worker: WorkerProcess) -> None:
+        channel, worker.channel = worker.channel, None
+        if channel is not None and self._loop is not None:
+            self._loop.remove_reader(channel.fileno())
+            self._loop.remove_writer(channel.fileno())
+            channel.close()
+
+    def _worker_gone(self, worker: WorkerProcess) -> None:
+        self._close_channel(worker)
+        if self._stopping:
+            return
+        assert self._loop is not None and worker.process is not None
+        try:
+            code = worker.process.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:
+            worker.process.kill()
+            code = worker.process.wait()
+        self.restarts += 1
+        quick = time.monotonic() - worker.started_at < RESTART_BACKOFF
+        log.warning(
+            "worker %d ended (exit code %s); its rooms are gone; starting it again%s",
+            worker.index + 1, code, f" in {RESTART_BACKOFF:g} s" if quick else "",
+        )
+        if quick:
+            self._loop.call_later(RESTART_BACKOFF, self._respawn, worker)
+        else:
+            self._spawn(worker)
+
+    def _respawn(self, worker: WorkerProcess) -> None:
+        if not self._stopping:
+            self._spawn(worker)
+
+    # -- accepting and routing -------------------------------------------------------------
+
+    def _accept(self) -> None:
+        assert self._listener is not None and self._loop is not None
+        for _ in range(64):
+            try:
+                sock, _address = self._listener.accept()  # the address is never kept
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors, most likely
+                log.warning("cannot accept a connection (%s)", exc.strerror)
+                return
+            sock.setblocking(False)
+            timer = self._loop.call_later(REQUEST_LINE_TIMEOUT, self._give_up, sock)
+            self._peeking[sock.fileno()] = (sock, timer)
+            self._loop.add_reader(sock.fileno(), self._peek, sock)
+
+    def _peek(self, sock: socket.socket) -> None:
+        try:
+            head = sock.recv(PEEK_BYTES, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            head = b""
+        _, timer = self._peeking[sock.fileno()]
+        if not head:  # the client left before it asked for anything
+            self._forget(sock, timer)
+            sock.close()
+            return
+        end = head.find(b"\r\n")
+        if end < 0 and len(head) < PEEK_BYTES:
+            # Part of a request line. The peeked bytes stay readable, so waiting for more
+            # with the reader would spin: look again shortly instead.
+            assert self._loop is not None
+            self._loop.remove_reader(sock.fileno())
+            self._loop.call_later(PEEK_RETRY, self._peek_again, sock)
+            return
+        self._forget(sock, timer)
+        match = _ROOM_UPGRADE.match(head)
+        if match:
+            index = worker_of(match.group(1).decode("ascii"), len(self.workers))
+        elif _CREATE.match(head):
+            index = next(self._create_turn)
+        else:
+            index = next(self._turn)
+        self._send(self.workers[index], CONNECTION, sock)
+
+    def _peek_again(self, sock: socket.socket) -> None:
+        if sock.fileno() in self._peeking and self._loop is not None:
+            self._loop.add_reader(sock.fileno(), self._peek, sock)
+
+    def _forget(self, sock: socket.socket, timer: asyncio.TimerHandle) -> None:
+        timer.cancel()
+        self._peeking.pop(sock.fileno(), None)
+        if self._loop is not None:
+            self._loop.remove_reader(sock.fileno())
+
+    def _give_up(self, sock: socket.socket) -> None:
+        entry = self._peeking.get(sock.fileno())
+        if entry is not None and entry[0] is sock:
+            self._forget(sock, entry[1])
+            sock.close()
+
+    # -- the channel to each worker --------------------------------------------------------
+
+    def _send(self, worker: WorkerProcess, message: bytes, conn: socket.socket | None = None) -> None:
+        worker.outbox.append((message, conn))
+        if len(worker.outbox) == 1:
+            self._flush(worker)
+
+    def _flush(self, worker: WorkerProcess) -> None:
+        channel = worker.channel
+        if channel is None or self._loop is None:
+            return  # a restarting worker gets what waited for it once it is back
+        outbox = worker.outbox
+        while outbox:
+            message, conn = outbox[0]
+            try:
+                if conn is None:
+                    channel.send(message)
+                else:
+                    socket.send_fds(channel, [message], [conn.fileno()])
+            except (BlockingIOError, InterruptedError):
+                self._loop.add_writer(channel.fileno(), self._writable, worker)
+                return
+            except OSError as exc:
+                if conn is None:
+                    return  # the worker is gone; _from_worker sees the end and restarts it
+                # Too many descriptors in flight (ETOOMANYREFS), say: drop this connection.
+                log.warning("cannot pass a connection to worker %d (%s)", worker.index + 1,
+                            exc.strerror)
+            outbox.popleft()
+            if conn is not None:
+                conn.close()  # the worker holds its own descriptor now
+        self._loop.remove_writer(channel.fileno())
+
+    def _writable(self, worker: WorkerProcess) -> None:
+        self._flush(worker)
+
+    def _from_worker(self, worker: WorkerProcess) -> None:
+        channel = worker.channel
+        if channel is None:
+            return
+        while True:
+            try:
+                message = channel.recv(MAX_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                message = b""
+            if not message:
+                self._worker_gone(worker)
+                return
+            kind, request = message[:1], message[1:5]
+            if kind == TOKEN:
+                fresh = self._spent.add(message[5:].decode("ascii"), time.monotonic())
+                self._send(worker, TOKEN + request + (b"\x01" if fresh else b"\x00"))
+            elif kind == METRICS:
+                future = self._metrics.get(REQUEST_ID.unpack(request)[0])
+                if future is not None and not future.done():
+                    future.set_result(orjson.loads(message[5:]))
+
+    # -- metrics ---------------------------------------------------------------------------
+
+    async def metrics_text(self) -> str:
+        """Every worker's metrics, summed; a worker that does not answer in time is left out."""
+        assert self._loop is not None
+        asked = []
+        for worker in self.workers:
+            if worker.channel is None:
+                continue
+            request = next(self._requests)
+            future = self._metrics[request] = self._loop.create_future()
+            asked.append((request, future))
+            self._send(worker, METRICS + REQUEST_ID.pack(request))
+        done: set[asyncio.Future[Any]] = set()
+        try:
+            if asked:
+                done, _ = await asyncio.wait([f for _, f in asked], timeout=METRICS_TIMEOUT)
+        finally:
+            for request, _ in asked:
+                self._metrics.pop(request, None)
+        snapshots = [f.result() for f in done if not f.cancelled()]
+        return render(merge(snapshots), workers=len(self.workers))
+
+    async def _start_metrics(self, host: str, port: int) -> None:
+        self._metrics_runner = web.AppRunner(
+            make_metrics_app(self.metrics_text), access_log=None, handle_signals=False
+        )
+        await self._metrics_runner.setup()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family)
+        self.metrics_port = sock.getsockname()[1]
+        await web.SockSite(self._metrics_runner, sock).start()
+        log.info("metrics on port %d at /metrics (all workers)", self.metrics_port)

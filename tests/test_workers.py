@@ -1,0 +1,333 @@
+"""``pugfast serve --workers N``: one port, rooms whole in one worker, workers that die alone.
+
+The supervisor runs in the test's process (so a test can see its workers and shorten its
+timeouts); the workers are real child processes, on the same event loop implementation and
+engine as the test, serving real sockets that the supervisor passed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import re
+import signal
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import websockets
+from support import RawClient, ServerProcess, relay_settings
+
+from pugfast import supervisor as supervisor_module
+from pugfast.config import load_settings
+from pugfast.errors import ConfigError
+from pugfast.registry import ALPHABET, RoomIds, worker_of
+from pugfast.supervisor import Supervisor
+
+
+def loop_name() -> str:
+    return "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def running_workers(workers: int = 2, **overrides: Any) -> AsyncIterator[Supervisor]:
+    settings = relay_settings(workers=workers, event_loop=loop_name(), **overrides)
+    supervisor = Supervisor(settings, shutdown_grace=0.05)
+    await supervisor.start()
+    try:
+        # Every worker answers before the test starts (round-robin reaches each in turn).
+        for _ in range(workers):
+            async with aiohttp.ClientSession() as session:
+                for _attempt in range(200):
+                    try:
+                        async with session.get(f"http://127.0.0.1:{supervisor.port}/healthz") as r:
+                            assert r.status == 200
+                            break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.05)
+        yield supervisor
+    finally:
+        await supervisor.stop()
+
+
+async def create_room(port: int, **fields: Any) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://127.0.0.1:{port}/api/challenge") as response:
+            token = (await response.json())["token"]
+        async with session.post(
+            f"http://127.0.0.1:{port}/api/rooms", json={"token": token, "nonce": "0", **fields}
+        ) as response:
+            assert response.status == 201, await response.text()
+            return await response.json()
+
+
+async def rooms_on_every_worker(port: int, workers: int) -> dict[int, dict[str, Any]]:
+    """Create rooms until every worker owns one; return one room per worker."""
+    rooms: dict[int, dict[str, Any]] = {}
+    for _ in range(8 * workers):
+        room = await create_room(port)
+        rooms.setdefault(worker_of(room["room"], workers), room)
+        if len(rooms) == workers:
+            return rooms
+    raise AssertionError(f"room creation reached only workers {sorted(rooms)}")
+
+
+async def join(port: int, room: dict[str, Any]) -> tuple[RawClient, int]:
+    client = RawClient()
+    await client.connect(port, f"/r/{room['room']}/ws")
+    await client.send_json({"type": "join", "secret": room["secret"]})
+    welcome = await client.recv_json()
+    assert welcome["type"] == "welcome", welcome
+    return client, welcome["you"]["id"]
+
+
+async def next_binary(client: RawClient) -> bytes:
+    while True:
+        frame = await client.recv()
+        if frame.opcode == 2:
+            return frame.payload
+
+
+async def chat(a: tuple[RawClient, int], b: tuple[RawClient, int]) -> None:
+    """Each member sends one message; the other gets it behind the sender's id."""
+    for (sender, sender_id), (receiver, _) in ((a, b), (b, a)):
+        payload = os.urandom(64)
+        await sender.send_binary(payload)
+        assert await next_binary(receiver) == struct.pack(">I", sender_id) + payload
+
+
+async def scrape(port: int) -> dict[str, float]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+    return {
+        name: float(value)
+        for name, value in re.findall(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", text, re.MULTILINE)
+    }
+
+
+# -- room ids that name their worker and node ----------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 7, 64])
+def test_every_id_a_worker_makes_names_that_worker(workers: int) -> None:
+    for worker in range(workers):
+        ids = RoomIds(worker=worker, workers=workers)
+        for _ in range(50):
+            room_id = ids.new()
+            assert re.fullmatch("[A-Za-z0-9_-]{22}", room_id)
+            assert len(base64.urlsafe_b64decode(room_id + "==")) == 16
+            assert worker_of(room_id, workers) == worker
+
+
+def test_a_node_letter_starts_every_id_and_the_rest_stays_random() -> None:
+    ids = RoomIds(node="B", worker=1, workers=2)
+    made = {ids.new() for _ in range(2000)}
+    assert len(made) == 2000
+    assert all(room_id[0] == "B" and worker_of(room_id, 2) == 1 for room_id in made)
+    # The second character is spread over the whole class of worker 1 (32 characters).
+    assert {room_id[1] for room_id in made} == set(ALPHABET[1::2])
+
+
+@pytest.mark.parametrize("node", ["", "AB", "+", "/", "=", "é"])
+def test_a_node_must_be_one_character_of_the_id_alphabet(node: str) -> None:
+    with pytest.raises(ValueError):
+        RoomIds(node=node)
+    with pytest.raises(ConfigError, match="--node must be one character"):
+        load_settings({"node": node}, environ={})
+
+
+def test_workers_flag() -> None:
+    assert load_settings({}, environ={}).workers == 1
+    assert load_settings({"workers": "3"}, environ={}).workers == 3
+    assert load_settings({}, environ={"PUGFAST_WORKERS": "auto"}).workers == len(os.sched_getaffinity(0))
+    for bad in ("0", "65", "-1", "two", "1.5"):
+        with pytest.raises(ConfigError, match=r"--workers must be 'auto' or a whole number from 1 to 64"):
+            load_settings({"workers": bad}, environ={})
+
+
+def test_workers_refuse_tls_and_say_what_to_do_instead() -> None:
+    with pytest.raises(ConfigError, match="Terminate TLS in a proxy"):
+        load_settings({"workers": "2", "tls_cert": "c.pem", "tls_key": "k.pem"}, environ={},
+                      path_exists=lambda path: True)
+
+
+# -- one port, several workers -------------------------------------------------------------
+
+
+async def test_members_arriving_through_different_accepts_share_their_room() -> None:
+    async with running_workers(2, metrics_listen="127.0.0.1:0") as supervisor:
+        port = supervisor.port
+        rooms = await rooms_on_every_worker(port, 2)
+        members = {w: (await join(port, room), await join(port, room)) for w, room in rooms.items()}
+        for a, b in members.values():
+            await chat(a, b)
+        # The supervisor's metrics add up both workers: two rooms, four members, four messages.
+        assert supervisor.metrics_port is not None
+        samples = await scrape(supervisor.metrics_port)
+        assert samples["pugfast_rooms"] == 2
+        assert samples["pugfast_connections"] == 4
+        assert samples["pugfast_joins_total"] == 4
+        assert samples["pugfast_messages_relayed_total"] == 4
+        assert samples['pugfast_info{version="0.1.0",engine="%s",workers="2"}' % (
+            "python" if os.environ.get("PUGFAST_NO_EXTENSIONS") else "cython")] == 1
+        for a, b in members.values():
+            await a[0].close()
+            await b[0].close()
+
+
+async def test_a_connection_carries_one_request_so_each_is_routed() -> None:
+    async with running_workers(2) as supervisor:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{supervisor.port}/healthz") as response:
+                assert response.status == 200
+                assert response.headers["Connection"] == "close"
+
+
+async def test_a_challenge_is_good_at_every_worker_and_spent_at_all_of_them() -> None:
+    async with running_workers(2) as supervisor:
+        base = f"http://127.0.0.1:{supervisor.port}"
+        async with aiohttp.ClientSession() as session:
+            owners = []
+            # Challenges and creations each go to the workers in turn. Four challenges come
+            # from workers 0, 1, 0, 1 (or 1, 0, 1, 0); spent in these two orders, every token
+            # is answered once by the worker that made it and once by the other.
+            for order in ((0, 1, 2, 3), (1, 0, 3, 2)):
+                tokens = []
+                for _ in range(4):
+                    async with session.post(f"{base}/api/challenge") as response:
+                        tokens.append((await response.json())["token"])
+                for i in order:
+                    body = {"token": tokens[i], "nonce": "0"}
+                    async with session.post(f"{base}/api/rooms", json=body) as response:
+                        assert response.status == 201
+                        owners.append(worker_of((await response.json())["room"], 2))
+                for token in tokens:  # each replayed at both workers
+                    for _ in range(2):
+                        body = {"token": token, "nonce": "0"}
+                        async with session.post(f"{base}/api/rooms", json=body) as response:
+                            assert response.status == 409
+                            assert (await response.json())["error"] == "challenge_used"
+            assert sorted(owners) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+async def test_a_request_line_in_pieces_still_reaches_the_owner() -> None:
+    async with running_workers(2) as supervisor:
+        rooms = await rooms_on_every_worker(supervisor.port, 2)
+        for room in rooms.values():
+            reader, writer = await asyncio.open_connection("127.0.0.1", supervisor.port)
+            request = (
+                f"GET /r/{room['room']}/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+            for piece in (request[:7], request[7:20], request[20:]):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 101")
+            client = RawClient()
+            client.reader, client.writer = reader, writer
+            await client.send_json({"type": "join", "secret": room["secret"]})
+            assert (await client.recv_json())["type"] == "welcome"  # not 4404: the owner answered
+            await client.close()
+
+
+async def test_a_connection_that_never_sends_its_request_line_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervisor_module, "REQUEST_LINE_TIMEOUT", 0.3)
+    async with running_workers(2) as supervisor:
+        reader, writer = await asyncio.open_connection("127.0.0.1", supervisor.port)
+        writer.write(b"GET /heal")
+        # Closed with the unread bytes still queued: the kernel resets it.
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+
+
+async def test_a_dead_worker_takes_only_its_own_rooms_and_comes_back() -> None:
+    async with running_workers(2) as supervisor:
+        port = supervisor.port
+        rooms = await rooms_on_every_worker(port, 2)
+        doomed = (await join(port, rooms[0]), await join(port, rooms[0]))
+        spared = (await join(port, rooms[1]), await join(port, rooms[1]))
+        process = supervisor.workers[0].process
+        assert process is not None
+        old_pid = process.pid
+        os.kill(old_pid, signal.SIGKILL)
+        # Worker 0's members see their connections end...
+        for client, _ in doomed:
+            with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                while True:  # presence notices may come first
+                    await client.recv(timeout=5)
+        # ...while worker 1's room carries on.
+        await chat(*spared)
+        for _ in range(200):
+            restarted = supervisor.workers[0].process
+            if supervisor.restarts == 1 and restarted is not None and restarted.pid != old_pid:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("worker 0 was not started again")
+        # The new worker 0 knows nothing of the old one's rooms, and makes rooms of its own.
+        client = RawClient()
+        await client.connect(port, f"/r/{rooms[0]['room']}/ws")
+        await client.send_json({"type": "join", "secret": rooms[0]["secret"]})
+        await client.expect_closed_with(4404)
+        fresh = await rooms_on_every_worker(port, 2)
+        await chat(await join(port, fresh[0]), await join(port, fresh[0]))
+        await chat(*spared)
+        for member, _ in spared:
+            await member.close()
+
+
+async def test_serve_with_two_workers_chats_on_one_port_and_stops_cleanly() -> None:
+    server = ServerProcess("--workers", "2", "--event-loop", loop_name())
+    try:
+        await server.ready()
+        rooms = await rooms_on_every_worker(server.port, 2)
+        sockets = []
+        for room in rooms.values():
+            url = f"ws://127.0.0.1:{server.port}/r/{room['room']}/ws"
+            pair = [await websockets.connect(url), await websockets.connect(url)]
+            for ws in pair:
+                await ws.send(orjson.dumps({"type": "join", "secret": room["secret"]}).decode())
+                while orjson.loads(await ws.recv())["type"] != "welcome":
+                    pass
+            await pair[0].send(b"across")
+            while (message := await asyncio.wait_for(pair[1].recv(), 5)) and isinstance(message, str):
+                pass
+            assert message[4:] == b"across"
+            sockets += pair
+        with open(f"/proc/{server.process.pid}/task/{server.process.pid}/children") as children:
+            worker_pids = [int(pid) for pid in children.read().split()]
+        assert len(worker_pids) == 2
+        # SIGTERM: every member of both workers is closed with 1001, and all exit 0.
+        os.kill(server.process.pid, signal.SIGTERM)
+        for ws in sockets:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert server.stop() == 0
+        assert "2 workers" in server.stderr
+        for pid in worker_pids:
+            assert not os.path.exists(f"/proc/{pid}") or _is_zombie_of_nobody(pid)
+    finally:
+        server.kill()
+
+
+def _is_zombie_of_nobody(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
