@@ -83,7 +83,9 @@ def serve(settings: Settings) -> int:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        relay = Supervisor(settings) if settings.workers > 1 else Relay(settings)
+        relay: Relay | Supervisor = (
+            Supervisor(settings, on_failure=stop.set) if settings.workers > 1 else Relay(settings)
+        )
         try:
             await relay.start()
         except OSError as exc:
@@ -95,6 +97,8 @@ def serve(settings: Settings) -> int:
             raise SystemExit(1) from None
         await stop.wait()
         await relay.stop()
+        if isinstance(relay, Supervisor) and relay.failed:
+            raise SystemExit(1)
 
     loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
     if settings.event_loop == "uvloop":

@@ -5,8 +5,9 @@ The supervisor owns the listening socket and does three small jobs, none of them
 - **Accept and route.** For each connection it peeks (MSG_PEEK: nothing is consumed) at the
   request line. An upgrade to ``/r/{room}/ws`` goes to the worker that owns the room, which
   the room id names (pugfast.registry.worker_of); anything else goes to the next worker in
-  turn (room creations keep a turn of their own), so rooms are spread evenly. The socket itself is passed to the worker over a
-  SOCK_SEQPACKET socket pair (SCM_RIGHTS), and the worker serves it as if it had accepted it.
+  turn (room creations keep a turn of their own), so rooms are spread evenly. The socket
+  itself is passed to the worker over a SOCK_SEQPACKET socket pair (SCM_RIGHTS), and the
+  worker serves it as if it had accepted it.
   From then on the supervisor never sees a byte of that connection.
 - **Spend challenge tokens.** Workers share the key tokens are signed with, so a challenge from
   one worker is good at another; the one set of spent tokens is kept here, and a worker asks
@@ -33,6 +34,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -58,6 +60,8 @@ PEEK_RETRY = 0.01
 # A worker that dies sooner than this after it started is restarted only after this long,
 # so a worker that cannot start does not spin.
 RESTART_BACKOFF = 1.0
+# After this many quick deaths in a row a worker is not going to start: give up, exit 1.
+MAX_QUICK_RESTARTS = 5
 METRICS_TIMEOUT = 2.0
 _ROOM_UPGRADE = re.compile(rb"[A-Z]+ (?:[a-zA-Z]+://[^/ ]*)?/r/([A-Za-z0-9_-]{22})/ws[? ]")
 _CREATE = re.compile(rb"POST (?:[a-zA-Z]+://[^/ ]*)?/api/rooms[? ]")
@@ -71,6 +75,7 @@ class WorkerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.channel: socket.socket | None = None
         self.started_at = 0.0
+        self.quick_deaths = 0
         # Messages (and the connection each carries, if any) waiting for room in the channel.
         self.outbox: collections.deque[tuple[bytes, socket.socket | None]] = collections.deque()
 
@@ -78,8 +83,17 @@ class WorkerProcess:
 class Supervisor:
     """Runs the workers and the acceptor. ``await start()``, then ``await stop()``."""
 
-    def __init__(self, settings: Settings, *, shutdown_grace: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        shutdown_grace: float = 2.0,
+        on_failure: Callable[[], None] = lambda: None,
+    ) -> None:
         self.settings = settings
+        # Called when a worker cannot be kept running; ``failed`` is then True.
+        self.on_failure = on_failure
+        self.failed = False
         self.shutdown_grace = shutdown_grace
         self.port = 0
         self.metrics_port: int | None = None
@@ -201,6 +215,13 @@ class Supervisor:
             code = worker.process.wait()
         self.restarts += 1
         quick = time.monotonic() - worker.started_at < RESTART_BACKOFF
+        worker.quick_deaths = worker.quick_deaths + 1 if quick else 0
+        if worker.quick_deaths >= MAX_QUICK_RESTARTS:
+            log.error("worker %d ended %d times right after starting (exit code %s); giving up",
+                      worker.index + 1, worker.quick_deaths, code)
+            self.failed = True
+            self.on_failure()
+            return
         log.warning(
             "worker %d ended (exit code %s); its rooms are gone; starting it again%s",
             worker.index + 1, code, f" in {RESTART_BACKOFF:g} s" if quick else "",

@@ -102,10 +102,10 @@ async def chat(a: tuple[RawClient, int], b: tuple[RawClient, int]) -> None:
 
 
 async def scrape(port: int) -> dict[str, float]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-            assert response.status == 200
-            text = await response.text()
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200
+        text = await response.text()
     return {
         name: float(value)
         for name, value in re.findall(r"^([a-z_]+(?:\{[^}]*\})?) (\S+)$", text, re.MULTILINE)
@@ -183,11 +183,13 @@ async def test_members_arriving_through_different_accepts_share_their_room() -> 
 
 
 async def test_a_connection_carries_one_request_so_each_is_routed() -> None:
-    async with running_workers(2) as supervisor:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{supervisor.port}/healthz") as response:
-                assert response.status == 200
-                assert response.headers["Connection"] == "close"
+    async with (
+        running_workers(2) as supervisor,
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{supervisor.port}/healthz") as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Connection"] == "close"
 
 
 async def test_a_challenge_is_good_at_every_worker_and_spent_at_all_of_them() -> None:
@@ -331,3 +333,39 @@ def _is_zombie_of_nobody(pid: int) -> bool:
             return stat.read().split(") ")[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_a_worker_that_cannot_start_makes_the_supervisor_give_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(supervisor_module, "RESTART_BACKOFF", 0.2)
+    # A "python" that exits at once: every worker dies right after it starts.
+    monkeypatch.setattr(supervisor_module.sys, "executable", "/bin/false")
+    gave_up = asyncio.Event()
+    supervisor = Supervisor(relay_settings(workers=2), shutdown_grace=0.05, on_failure=gave_up.set)
+    await supervisor.start()
+    try:
+        await asyncio.wait_for(gave_up.wait(), 10)
+        assert supervisor.failed
+        assert supervisor.restarts >= supervisor_module.MAX_QUICK_RESTARTS
+    finally:
+        await supervisor.stop()
+
+
+async def test_workers_end_when_their_supervisor_is_killed() -> None:
+    server = ServerProcess("--workers", "2", "--event-loop", loop_name())
+    try:
+        await server.ready()
+        await rooms_on_every_worker(server.port, 2)
+        with open(f"/proc/{server.process.pid}/task/{server.process.pid}/children") as children:
+            worker_pids = [int(pid) for pid in children.read().split()]
+        assert len(worker_pids) == 2
+    finally:
+        server.kill()  # SIGKILL: the supervisor cannot tell anyone
+    # Each worker sees its control channel end and shuts down by itself.
+    for _ in range(200):
+        if all(_is_zombie_of_nobody(pid) for pid in worker_pids):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("a worker outlived its supervisor")
