@@ -204,7 +204,7 @@ def test_container_recipe_runs_the_wheel_as_a_non_root_user() -> None:
 
 def test_deploy_files_name_only_real_settings() -> None:
     known = {o.env for o in OPTIONS} | {name for o in OPTIONS for name in o.bare_env}
-    for path in sorted(DEPLOY.iterdir()):
+    for path in sorted(p for p in DEPLOY.rglob("*") if p.is_file()):
         text = path.read_text()
         for name in set(re.findall(r"\bPUGFAST_[A-Z_]+\b", text)):
             assert name in known, f"{path.name} sets {name}, which pugfast serve does not read"
