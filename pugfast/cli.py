@@ -95,6 +95,9 @@ def serve(settings: Settings) -> int:
                 file=sys.stderr,
             )
             raise SystemExit(1) from None
+        except RuntimeError as exc:
+            print(f"pugfast serve: error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         await stop.wait()
         await relay.stop()
         if isinstance(relay, Supervisor) and relay.failed:

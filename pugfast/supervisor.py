@@ -46,7 +46,7 @@ from .metrics import make_metrics_app, merge, render
 from .pow import SpentTokens
 from .registry import worker_of
 from .speedups import IMPLEMENTATION
-from .worker import CONNECTION, HELLO, MAX_MESSAGE, METRICS, REQUEST_ID, TOKEN
+from .worker import CONNECTION, HELLO, MAX_MESSAGE, METRICS, READY, REQUEST_ID, TOKEN
 
 log = logging.getLogger("pugfast.supervisor")
 
@@ -63,6 +63,8 @@ RESTART_BACKOFF = 1.0
 # After this many quick deaths in a row a worker is not going to start: give up, exit 1.
 MAX_QUICK_RESTARTS = 5
 METRICS_TIMEOUT = 2.0
+# How long the workers may take to start before the relay gives up at start-up.
+START_TIMEOUT = 60.0
 _ROOM_UPGRADE = re.compile(rb"[A-Z]+ (?:[a-zA-Z]+://[^/ ]*)?/r/([A-Za-z0-9_-]{22})/ws[? ]")
 _CREATE = re.compile(rb"POST (?:[a-zA-Z]+://[^/ ]*)?/api/rooms[? ]")
 
@@ -76,6 +78,7 @@ class WorkerProcess:
         self.channel: socket.socket | None = None
         self.started_at = 0.0
         self.quick_deaths = 0
+        self.ready: asyncio.Future[None] | None = None
         # Messages (and the connection each carries, if any) waiting for room in the channel.
         self.outbox: collections.deque[tuple[bytes, socket.socket | None]] = collections.deque()
 
@@ -125,6 +128,14 @@ class Supervisor:
         self.port = listener.getsockname()[1]
         for worker in self.workers:
             self._spawn(worker)
+        # Connections wait in the kernel's backlog until every worker serves, so a health
+        # check never finds a relay that is listening but cannot answer yet.
+        deadline = time.monotonic() + START_TIMEOUT
+        while not all(w.ready is not None and w.ready.done() for w in self.workers):
+            if self.failed or time.monotonic() > deadline:
+                await self.stop()
+                raise RuntimeError("the worker processes could not start (see the lines above)")
+            await asyncio.sleep(0.01)
         self._loop.add_reader(listener.fileno(), self._accept)
         if s.metrics_address is not None:
             await self._start_metrics(*s.metrics_address)
@@ -193,6 +204,7 @@ class Supervisor:
         ours.setblocking(False)
         worker.channel = ours
         worker.started_at = time.monotonic()
+        worker.ready = self._loop.create_future()
         self._loop.add_reader(ours.fileno(), self._from_worker, worker)
         self._flush(worker)
 
@@ -349,7 +361,10 @@ class Supervisor:
                 self._worker_gone(worker)
                 return
             kind, request = message[:1], message[1:5]
-            if kind == TOKEN:
+            if kind == READY:
+                if worker.ready is not None and not worker.ready.done():
+                    worker.ready.set_result(None)
+            elif kind == TOKEN:
                 fresh = self._spent.add(message[5:].decode("ascii"), time.monotonic())
                 self._send(worker, TOKEN + request + (b"\x01" if fresh else b"\x00"))
             elif kind == METRICS:

@@ -7,9 +7,9 @@ with. After that the supervisor sends each connection it accepted for this worke
 itself, as SCM_RIGHTS) and answers the worker's questions. Message kinds, one byte each:
 
     supervisor -> worker                    worker -> supervisor
-    H  hello (JSON)                         T  id(4) token: spend this token?
-    C  a connection (its fd attached)       M  id(4) JSON: the metrics asked for
-    T  id(4) 1|0: the token was fresh
+    H  hello (JSON)                         R  ready: serving
+    C  a connection (its fd attached)       T  id(4) token: spend this token?
+    T  id(4) 1|0: the token was fresh       M  id(4) JSON: the metrics asked for
     M  id(4): send your metrics
 
 A worker owns the rooms whose ids it made (pugfast.registry.RoomIds). When the channel ends,
@@ -35,7 +35,7 @@ from .config import Settings
 
 log = logging.getLogger("pugfast.worker")
 
-HELLO, CONNECTION, TOKEN, METRICS = b"H", b"C", b"T", b"M"
+HELLO, READY, CONNECTION, TOKEN, METRICS = b"H", b"R", b"C", b"T", b"M"
 REQUEST_ID = struct.Struct(">I")
 # A seqpacket message larger than this is not one of ours.
 MAX_MESSAGE = 65536
@@ -83,6 +83,7 @@ class WorkerLink:
         self._loop = loop
         self._adopt, self._metrics, self._on_lost = adopt, metrics, on_lost
         loop.add_reader(self.sock.fileno(), self._readable)
+        self.sock.send(READY)
 
     def close(self) -> None:
         """Take no more connections. The channel itself stays open until the process ends, so

@@ -343,13 +343,11 @@ async def test_a_worker_that_cannot_start_makes_the_supervisor_give_up(
     monkeypatch.setattr(supervisor_module.sys, "executable", "/bin/false")
     gave_up = asyncio.Event()
     supervisor = Supervisor(relay_settings(workers=2), shutdown_grace=0.05, on_failure=gave_up.set)
-    await supervisor.start()
-    try:
-        await asyncio.wait_for(gave_up.wait(), 10)
-        assert supervisor.failed
-        assert supervisor.restarts >= supervisor_module.MAX_QUICK_RESTARTS
-    finally:
-        await supervisor.stop()
+    with pytest.raises(RuntimeError, match="the worker processes could not start"):
+        await asyncio.wait_for(supervisor.start(), 10)
+    assert gave_up.is_set() and supervisor.failed
+    assert supervisor.restarts >= supervisor_module.MAX_QUICK_RESTARTS
+    assert all(w.process is not None and w.process.poll() is not None for w in supervisor.workers)
 
 
 async def test_workers_end_when_their_supervisor_is_killed() -> None:
