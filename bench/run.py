@@ -6,7 +6,8 @@
 
 Server kinds: ``pugfast-cython`` (``pugfast serve`` with the compiled engine),
 ``pugfast-python`` (the same with ``PUGFAST_NO_EXTENSIONS=1``) and ``aiohttp-plain``
-(bench/baselines/aiohttp_plain.py). Each run starts a fresh server pinned to one core
+(bench/baselines/aiohttp_plain.py); on request, ``pugfast-workers2`` (``serve --workers 2``,
+measured as the supervisor and its workers together). Each run starts a fresh server pinned to one core
 (``taskset -c 0``) and ``pugfast bench --json --server-pid`` pinned to another (``taskset
 -c 1``); the server's CPU time per delivery comes from /proc over the measured window only.
 The machine's load average is recorded with every run, since other work on the server's core
@@ -41,6 +42,9 @@ from html_report import write_report  # noqa: E402
 from scenarios import SCENARIOS, Scenario  # noqa: E402
 
 KINDS = ("pugfast-cython", "pugfast-python", "aiohttp-plain")
+# Not run by default: ``serve --workers 2`` (compiled engine). Give it the cores to use, e.g.
+# --server-core 0,1 --generator-core 0,1 (docs/scaling.md).
+EXTRA_KINDS = ("pugfast-workers2",)
 PUGFAST_FLAGS = [
     "--pow-difficulty", "0", "--rate-limit", "0", "--log-level", "warning",
     "--capacity-max", "1000", "--max-connections", "1000000", "--max-rooms", "1000000",
@@ -89,6 +93,8 @@ class Server:
         else:
             command = [sys.executable, "-m", "pugfast", "serve", "--host", "127.0.0.1",
                        "--port", str(self.port), *PUGFAST_FLAGS, *extra]
+            if kind == "pugfast-workers2":
+                command += ["--workers", "2"]
             if kind == "pugfast-python":
                 env["PUGFAST_NO_EXTENSIONS"] = "1"
         self.process = subprocess.Popen(pinned(core, command), cwd=ROOT, env=env,
@@ -231,6 +237,9 @@ METRICS = {
     "rss_bytes": "server.rss_bytes",
     "joins_per_s": "join.per_s",
     "cpu_us_per_join": "server.cpu_us_per_join",
+    "supervisor_cpu_us_per_join": "server.supervisor_cpu_us_per_join",
+    "generator_cpu_s": "generator.cpu_s",
+    "server_cpu_s": "server.cpu_s",
     "connections": "connections",
     "load": "load_before",
 }
@@ -335,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", help="comma-separated names (default: all): " +
                         ", ".join(s.name for s in SCENARIOS))
     parser.add_argument("--kinds", default=",".join(KINDS),
-                        help=f"comma-separated server kinds (default: {','.join(KINDS)})")
+                        help=f"comma-separated server kinds (default: {','.join(KINDS)}; "
+                        f"also: {','.join(EXTRA_KINDS)})")
     parser.add_argument("--server-core", default="0", help="core for the server (default: 0)")
     parser.add_argument("--generator-core", default="1",
                         help="core(s) for the generator (default: 1)")
@@ -353,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if wanted is None or s.name in wanted]
     kinds = [k for k in args.kinds.split(",") if k]
     for kind in kinds:
-        if kind not in KINDS:
+        if kind not in KINDS + EXTRA_KINDS:
             parser.error(f"unknown server kind {kind!r}")
     cores = (args.server_core, args.generator_core)
     results: dict[str, dict[str, dict[str, Any]]] = {}

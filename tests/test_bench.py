@@ -36,7 +36,7 @@ REPORT_KEYS = {
 LATENCY_KEYS = {"count", "p50", "p90", "p99", "p99.9", "max", "min", "mean"}
 SERVER_KEYS = {
     "pid", "cpu_s", "cpu_utilisation", "cpu_us_per_delivery", "deliveries_per_cpu_s",
-    "cpu_us_per_join", "rss_bytes", "rss_begin_bytes", "rss_per_connection_bytes",
+    "cpu_us_per_join", "rss_bytes", "rss_begin_bytes", "rss_per_connection_bytes", "processes",
 }
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import re
 import signal
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -367,3 +370,24 @@ async def test_workers_end_when_their_supervisor_is_killed() -> None:
         await asyncio.sleep(0.05)
     else:
         raise AssertionError("a worker outlived its supervisor")
+
+
+async def test_the_bench_measures_a_supervisor_and_its_workers_together() -> None:
+    server = ServerProcess("--workers", "2", "--rate-limit", "0", "--event-loop", loop_name())
+    try:
+        await server.ready()
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "pugfast", "bench", server.base, "--rooms", "6", "--members", "3",
+             "--burst", "2", "--warmup", "0.5", "--duration", "1", "--json", "--quiet",
+             "--server-pid", str(server.process.pid)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["lost"] == 0 and report["delivered"] == report["expected"] > 0
+        assert report["server"]["processes"] == 3
+        assert report["server"]["supervisor_cpu_s"] <= report["server"]["cpu_s"]
+        assert report["server"]["supervisor_cpu_us_per_join"] is not None
+    finally:
+        server.kill()

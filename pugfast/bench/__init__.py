@@ -29,8 +29,11 @@ server's CPU time per delivery and its memory.
   ``cpu_utilisation`` per process (near 1.0: the generator, not the relay, set the pace);
 - ``server``: null without ``--server-pid``, else ``pid``, ``cpu_s`` and ``cpu_utilisation``
   over the window, ``cpu_us_per_delivery``, ``deliveries_per_cpu_s``, ``cpu_us_per_join``,
-  ``rss_bytes`` at the window's end, ``rss_begin_bytes`` before any room was made, and
-  ``rss_per_connection_bytes`` (the growth over the joined connections).
+  ``rss_bytes`` at the window's end, ``rss_begin_bytes`` before any room was made,
+  ``rss_per_connection_bytes`` (the growth over the joined connections), and ``processes``:
+  the pid and its descendants are measured together (a relay with ``--workers`` is a
+  supervisor and its workers). With more than one, ``supervisor_cpu_s`` and
+  ``supervisor_cpu_us_per_join`` are the pid's own share: the cost of routing connections.
 
 The exit status is 0 after a run with no loss and no error, 1 after one with either, and 2
 when the run could not be carried out.

@@ -320,7 +320,17 @@ class Controller:
                 "rss_per_connection_bytes": round(
                     (s["window_end"].rss_bytes - s["begin"].rss_bytes) / connections)
                 if connections else None,
+                "processes": s["window_end"].processes,
             }
+            if s["window_end"].processes > 1:
+                # A supervisor with workers: its own share is the cost of routing connections.
+                own = s["window_end"].own_cpu_s - s["window_start"].own_cpu_s
+                own_join = s["joined"].own_cpu_s - s["created"].own_cpu_s
+                report["server"].update({
+                    "supervisor_cpu_s": round(own, 3),
+                    "supervisor_cpu_us_per_join": round(own_join * 1e6 / connections, 1)
+                    if connections else None,
+                })
         return report
 
 

@@ -1,7 +1,10 @@
-"""CPU time and memory of a local process, read from /proc (Linux only).
+"""CPU time and memory of a local process and its children, read from /proc (Linux only).
 
 CPU is utime + stime of every thread, from /proc/PID/stat, in clock ticks (usually 10 ms):
-measure over windows of seconds, not milliseconds. RSS is VmRSS from /proc/PID/status.
+measure over windows of seconds, not milliseconds. RSS is VmRSS from /proc/PID/status. A
+relay run with ``--workers`` is a supervisor and its worker processes: a sample adds up the
+process and every live descendant, and keeps the process's own CPU apart (the supervisor's
+routing cost).
 """
 
 from __future__ import annotations
@@ -15,16 +18,53 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 @dataclass(frozen=True)
 class ProcSample:
-    """One reading of a process: when (monotonic ns), its CPU seconds so far and its RSS."""
+    """One reading of a process tree: when (monotonic ns), the CPU seconds so far and RSS of
+    the process and its descendants, how many processes that is, and the CPU seconds of the
+    process alone."""
 
     at_ns: int
     cpu_s: float
     rss_bytes: int
+    processes: int = 1
+    own_cpu_s: float = 0.0
 
 
 def sample(pid: int) -> ProcSample:
-    """Read ``pid``'s CPU time and RSS now. Raises OSError if it is gone or not readable."""
+    """Read the CPU time and RSS of ``pid`` and its descendants now. Raises OSError if ``pid``
+    is gone or not readable (a descendant that ends meanwhile is left out)."""
     at = time.monotonic_ns()
+    own_cpu, own_rss = _read(pid)
+    cpu, rss, count = own_cpu, own_rss, 1
+    for child in _descendants(pid):
+        try:
+            child_cpu, child_rss = _read(child)
+        except (OSError, ValueError, IndexError):
+            continue
+        cpu, rss, count = cpu + child_cpu, rss + child_rss, count + 1
+    return ProcSample(at, cpu, rss, count, own_cpu)
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", "rb") as f:
+                    children = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            found += children
+            pending += children
+    return found
+
+
+def _read(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     # The command name may hold spaces and parentheses: the fields start after the last ')'.
@@ -37,7 +77,7 @@ def sample(pid: int) -> ProcSample:
             if line.startswith(b"VmRSS:"):
                 rss = int(line.split()[1]) * 1024
                 break
-    return ProcSample(at, cpu, rss)
+    return cpu, rss
 
 
 def available(pid: int) -> bool:

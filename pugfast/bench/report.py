@@ -69,4 +69,10 @@ def format_text(report: dict[str, Any]) -> str:
             f"(from {_bytes(server['rss_begin_bytes'])}; "
             f"{_bytes(server['rss_per_connection_bytes'])} per connection)",
         ]
+        if server.get("processes", 1) > 1:
+            lines.append(
+                f"              {server['processes']} processes; the supervisor alone: "
+                f"{server['supervisor_cpu_s']:.2f} s CPU in the window, "
+                f"{_n(server['supervisor_cpu_us_per_join'], 1)} us CPU per join (routing)"
+            )
     return "\n".join(lines)
