@@ -239,6 +239,7 @@ METRICS = {
     "cpu_us_per_join": "server.cpu_us_per_join",
     "supervisor_cpu_us_per_join": "server.supervisor_cpu_us_per_join",
     "generator_cpu_s": "generator.cpu_s",
+    "generator_cpu_us_per_delivery": "generator.cpu_us_per_delivery",
     "server_cpu_s": "server.cpu_s",
     "connections": "connections",
     "load": "load_before",
@@ -279,6 +280,13 @@ def checks(results: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str
         if v is not None:
             out.append((f"{scenario}: server CPU <= {limit} us per delivery", f"{v:.3f} us",
                         v <= limit))
+    for scenario in ("room10", "room2"):
+        # The generator measures the relay only while it costs less per delivery.
+        gen = get(scenario, "pugfast-cython", "generator_cpu_us_per_delivery")
+        v = get(scenario, "pugfast-cython", "cpu_us_per_delivery")
+        if gen is not None and v is not None:
+            out.append((f"{scenario}: generator CPU per delivery below the server's",
+                        f"{gen:.3f} us against {v:.3f} us", gen < v))
     for scenario in ("room2", "room10", "room50", "room10-4k"):
         fast = get(scenario, "pugfast-cython", "deliveries_per_cpu_s")
         plain = get(scenario, "aiohttp-plain", "deliveries_per_cpu_s")
@@ -315,7 +323,7 @@ def fmt(value: float | None, digits: int = 0, scale: float = 1.0) -> str:
 
 def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
     header = (f"{'scenario':<12} {'server':<15} {'deliv/s':>10} {'us CPU/d':>9} "
-              f"{'(min-max)':>13} "
+              f"{'(min-max)':>13} {'gen us/d':>9} "
               f"{'d/CPU-s':>11} {'x plain':>7} {'util':>5} {'p50 us':>9} {'p99 us':>9} "
               f"{'lost':>5} {'RSS/conn':>9} {'joins/s':>8} {'load':>5}")
     print(header)
@@ -330,6 +338,7 @@ def print_table(results: dict[str, dict[str, dict[str, Any]]]) -> None:
             spread_text = f"{spread[0]:.2f}-{spread[1]:.2f}" if spread else "-"
             print(f"{scenario:<12} {kind:<15} {fmt(s['deliveries_per_s']):>10} "
                   f"{fmt(s['cpu_us_per_delivery'], 3):>9} {spread_text:>13} "
+                  f"{fmt(s['generator_cpu_us_per_delivery'], 3):>9} "
                   f"{fmt(s['deliveries_per_cpu_s']):>11} "
                   f"{ratio:>7} {fmt(s['cpu_utilisation'], 2):>5} {fmt(s['p50_us']):>9} "
                   f"{fmt(s['p99_us']):>9} {fmt(s['lost']):>5} "

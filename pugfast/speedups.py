@@ -20,9 +20,13 @@ if not _DISABLED:
             OP_PONG,
             OP_TEXT,
             Connection,
+            DeliverySink,
+            DeliveryTally,
             Flusher,
             FrameParser,
             Group,
+            Lockstep,
+            MessageSource,
             apply_mask,
             encode_close,
             encode_frame,
@@ -44,10 +48,12 @@ if _DISABLED:
         encode_close,
         encode_frame,
     )
+    from ._sink import DeliverySink, DeliveryTally, Lockstep, MessageSource
 
 IMPLEMENTATION: str = "python" if _DISABLED else "cython"
 
 __all__ = [
     "IMPLEMENTATION", "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT",
-    "Connection", "Flusher", "FrameParser", "Group", "apply_mask", "encode_close", "encode_frame",
+    "Connection", "DeliverySink", "DeliveryTally", "Flusher", "FrameParser", "Group",
+    "Lockstep", "MessageSource", "apply_mask", "encode_close", "encode_frame",
 ]

@@ -116,6 +116,7 @@ def test_json_report_has_the_documented_keys(
     assert set(report["latency_us"]) == LATENCY_KEYS
     assert set(report["server"]) == SERVER_KEYS
     assert set(report["join"]) == {"count", "seconds", "per_s", "latency_us"}
+    assert set(report["generator"]) == {"cpu_s", "cpu_utilisation", "cpu_us_per_delivery"}
     assert report["join"]["count"] == 2
     assert report["server"]["pid"] == os.getpid() and report["server"]["rss_bytes"] > 0
     assert report["config"]["mode"] == "lockstep" and report["config"]["burst"] == 1

@@ -23,6 +23,7 @@ assert not loaded, f"{module} imports {{loaded}}"
     [
         "pugfast._frames",
         "pugfast._fanout",
+        "pugfast._sink",
         "pugfast.handshake",
         "pugfast.pow",
         "pugfast.registry",

@@ -127,3 +127,74 @@ cdef class Connection:
     cdef int _flush(self) except -1
     cdef int _end_output(self) except -1
     cdef int _notify_closed(self) except -1
+
+
+# --- the load generator's hot paths ---
+# Implemented in _sink.pxi; its Python-level API is the same as pugfast/_sink.py's.
+
+cdef enum:
+    # Latency histogram buckets: the layout of pugfast/bench/histogram.py (SUB_BITS = 5).
+    SINK_BUCKETS = 1920
+
+
+cdef class MessageSource:
+    cdef readonly unsigned long long seq
+    # One message: a masked binary frame whose payload is all zeros before masking.
+    cdef bytes _frame
+    cdef Py_ssize_t _head_at
+
+    cdef bytes _frames(self, Py_ssize_t k, long long sent_at)
+
+
+cdef class DeliveryTally:
+    cdef readonly long long sent_total
+    cdef readonly long long sent_window
+    cdef readonly long long expected
+    cdef readonly long long received_total
+    cdef readonly long long received_in_window
+    cdef readonly long long delivered
+    cdef readonly long long gaps
+    cdef readonly long long out_of_order
+    cdef long long _window_start
+    cdef long long _window_end
+    # The latencies not yet drained: counts per bucket, and their count, sum, min and max.
+    cdef long long _counts[SINK_BUCKETS]
+    cdef long long _count
+    cdef long long _total
+    cdef long long _min
+    cdef long long _max
+
+    cdef void _sent(self, long long messages, long long deliveries, long long now) noexcept
+
+
+cdef class Lockstep:
+    cdef readonly long long outstanding
+    cdef readonly long long rounds
+    cdef readonly bint running
+    cdef DeliveryTally _tally
+    cdef MessageSource _source
+    cdef Py_ssize_t _burst
+    cdef list _writes
+    cdef object _clock
+    # What one round sends: messages, and their deliveries in all.
+    cdef long long _messages
+    cdef long long _deliveries
+
+    cdef int _received(self, Py_ssize_t n) except -1
+    cdef int _round(self, long long now) except -1
+
+
+cdef class DeliverySink:
+    cdef public Lockstep lockstep
+    cdef FrameParser _parser
+    cdef DeliveryTally _tally
+    # The events that were not deliveries, and the error that ended the stream, not yet taken.
+    cdef list _events
+    cdef object _error
+    # The sequence number expected next from each sender, indexed by member id.
+    cdef unsigned long long* _expect
+    cdef Py_ssize_t _senders
+
+    cdef bint _account(self, const unsigned char* p, Py_ssize_t n, long long now,
+                       bint arrived_in_window) except -1
+    cdef int _grow(self, Py_ssize_t sender) except -1

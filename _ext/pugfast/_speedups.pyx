@@ -1,11 +1,13 @@
 # cython: language_level=3
-"""The compiled engine: the WebSocket frame codec and the broadcast fan-out.
+"""The compiled engine: the WebSocket frame codec, the broadcast fan-out and the load
+generator's delivery sink.
 
-Its pure-Python twin is pugfast/_frames.py and pugfast/_fanout.py; pugfast/speedups.py picks
-one of the two. The sources are split by job into the included files below, so that the codec
-and the fan-out share one C module (the fan-out reads a parsed payload straight out of the
-parser's buffer, without a Python object in between).
+Its pure-Python twin is pugfast/_frames.py, pugfast/_fanout.py and pugfast/_sink.py;
+pugfast/speedups.py picks one of the two. The sources are split by job into the included files
+below, so that the codec, the fan-out and the sink share one C module (the fan-out and the sink
+read a parsed payload straight out of the parser's buffer, without a Python object in between).
 """
 
 include "_frames.pxi"
 include "_fanout.pxi"
+include "_sink.pxi"

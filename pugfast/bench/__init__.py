@@ -23,10 +23,12 @@ server's CPU time per delivery and its memory.
   count]`` per non-empty bucket;
 - ``sequence_gaps``: messages skipped in a sender's sequence; ``errors``: ``{kind: count}``
   (e.g. ``rate_limited``, ``close_4409``, ``http_503``, ``connect_ConnectionRefusedError``,
-  ``out_of_order``, ``stalled_rooms``);
+  ``out_of_order``, ``stalled_rooms``, ``unexpected_binary`` for a binary message that is not
+  one of the generator's);
 - ``join``: ``count``, ``seconds``, ``per_s``, ``latency_us``;
-- ``generator``: ``cpu_s`` the generator's processes spent in the window and
-  ``cpu_utilisation`` per process (near 1.0: the generator, not the relay, set the pace);
+- ``generator``: ``cpu_s`` the generator's processes spent in the window,
+  ``cpu_utilisation`` per process (near 1.0: the generator, not the relay, set the pace) and
+  ``cpu_us_per_delivery`` (``cpu_s`` over ``received_in_window``, as the server's);
 - ``server``: null without ``--server-pid``, else ``pid``, ``cpu_s`` and ``cpu_utilisation``
   over the window, ``cpu_us_per_delivery``, ``deliveries_per_cpu_s``, ``cpu_us_per_join``,
   ``rss_bytes`` at the window's end, ``rss_begin_bytes`` before any room was made,

@@ -1,13 +1,20 @@
 """The load generator's side of the wire: rooms of members, each a raw asyncio Protocol.
 
 A member is a plain ``asyncio.Protocol``: it writes the HTTP upgrade request by hand, then
-frames with the relay's own codec (``encode_frame`` builds masked client frames,
-``FrameParser(require_mask=False)`` reads the relay's frames), so the generator spends less per
-message than the server it measures. Every payload starts with the time it was sent
-(``time.monotonic_ns()``: CLOCK_MONOTONIC is system-wide, so it compares across processes) and
-the sender's sequence number; the relay puts the sender's member id in front. A receiver
-checks the order per sender, counts what it got, and records latencies into a shared
-log-bucket histogram with the bucket arithmetic inlined.
+leaves the hot paths to the engine (pugfast/_sink.py, compiled in _ext/pugfast/_sink.pxi, on the
+relay's own codec), so that the generator spends less per delivery than the relay it measures:
+
+- Sending: a ``MessageSource`` writes bursts of masked binary frames, each a prebuilt frame
+  with the head of its payload stamped in: the time it was sent (``time.monotonic_ns()``:
+  CLOCK_MONOTONIC is system-wide, so it compares across processes) and the sender's sequence
+  number. The relay puts the sender's member id in front.
+- Receiving: every read goes to the member's ``DeliverySink``, which parses the relay's frames
+  and, for each delivery, checks the order per sender and counts it and its latency (into a
+  log-bucket histogram) in the worker's ``DeliveryTally``. Text messages, pings, a close and
+  protocol errors come back as events, answered here.
+- Lockstep: every member of a room sends the same burst in a round, so the room's
+  ``Lockstep`` builds it once; the members' sinks count the round's deliveries down and the
+  Lockstep writes the next round. Python runs once per read, never per message or per round.
 
 What counts: a message belongs to the measured window when it was *sent* inside it; each one
 is expected once by every other member of its room. ``delivered`` counts the deliveries of such
@@ -21,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -30,35 +36,39 @@ from typing import Any
 import orjson
 
 from ..errors import ProtocolError
-from ..speedups import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, encode_frame
+from ..speedups import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    DeliverySink,
+    DeliveryTally,
+    Lockstep,
+    MessageSource,
+    encode_frame,
+)
 from .histogram import Histogram
-
-# A payload's head: send time (monotonic ns) and the sender's sequence number.
-PAYLOAD_HEAD = struct.Struct(">qI")
-# A relayed message: the sender's member id, then the payload's head.
-_RELAYED = struct.Struct(">IqI")
-MIN_PAYLOAD = PAYLOAD_HEAD.size
-# Before the window is set nothing counts as measured.
-_NEVER = 1 << 62
 
 
 class Stats:
-    """The counters of one worker, shared by its members."""
+    """The counters of one worker, shared by its members.
+
+    ``tally`` counts what was sent and received (see DeliveryTally: the members' sinks count
+    into it, in C with the compiled engine), and ``errors`` what went wrong, by kind.
+    """
 
     def __init__(self) -> None:
-        self.window_start = _NEVER
-        self.window_end = _NEVER
-        self.sent_total = 0
-        self.sent_window = 0
-        self.expected = 0
-        self.received_total = 0
-        self.received_in_window = 0
-        self.delivered = 0
-        self.out_of_order = 0
-        self.gaps = 0
-        self.latency = Histogram()
+        self.tally = DeliveryTally()
         self.errors: Counter[str] = Counter()
         self.closing = False
+        self._latency = Histogram()
+
+    @property
+    def latency(self) -> Histogram:
+        """Every latency measured so far (the tally's are moved in first)."""
+        self.tally.drain_into(self._latency)
+        return self._latency
 
     def error(self, kind: str, n: int = 1) -> None:
         if not self.closing:
@@ -73,16 +83,13 @@ class Member(asyncio.Protocol):
         self.stats = stats
         self.request = request
         self.transport: asyncio.Transport | None = None
-        self.parser = FrameParser(max_message_bytes, require_mask=False)
+        self.sink = DeliverySink(stats.tally, max_message_bytes)
         self.mask = os.urandom(4)
         self.head: bytearray | None = bytearray()
         self.member_id = 0
         self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Per sender (by member id, which the relay gives from 1 up), the sequence number
-        # expected next.
-        self.expect: list[int] = [0] * 64
-        self.seq = 0
-        self.body = bytearray(room.payload_bytes)
+        # Its messages when it sends on its own (open loop); in lockstep its room sends for it.
+        self.source = MessageSource(room.payload_bytes, self.mask)
         self.on_welcome: Callable[[Member], None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -104,86 +111,14 @@ class Member(asyncio.Protocol):
             data = self._read_response(data)
             if not data:
                 return
-        parser = self.parser
-        parser.feed(data)
-        now = time.monotonic_ns()
-        stats = self.stats
-        ws = stats.window_start
-        we = stats.window_end
-        expect = self.expect
-        counts = stats.latency.counts
-        unpack = _RELAYED.unpack_from
-        next_event = parser.next_event
-        binaries = measured = total = 0
-        # Deliveries stamped alike (a lockstep burst: one time for the whole round) land in
-        # the same bucket: ``run`` of them are counted at once, at ``run_lat``.
-        run = run_lat = run_index = 0
-        run_at = -1
-        low = _NEVER
-        high = -1
+        sink = self.sink
+        sink.feed(data, time.monotonic_ns())
         try:
-            while True:
-                event = next_event()
-                if event is None:
-                    break
-                if event[0] != OP_BINARY:
-                    self._control(event)
-                    continue
-                binaries += 1
-                sender, sent_at, seq = unpack(event[1])
-                try:
-                    wanted = expect[sender]
-                except IndexError:
-                    expect.extend([0] * (sender + 1 - len(expect)))
-                    wanted = 0
-                if seq != wanted:
-                    if seq > wanted:
-                        stats.gaps += seq - wanted
-                    else:
-                        stats.out_of_order += 1
-                expect[sender] = seq + 1
-                if sent_at == run_at:
-                    run += 1
-                elif ws <= sent_at < we:
-                    if run:
-                        counts[run_index] += run
-                        measured += run
-                        total += run * run_lat
-                    lat = now - sent_at
-                    # Histogram.record, inlined: see histogram.bucket_index.
-                    if lat < 64:
-                        run_index = lat if lat > 0 else 0
-                    else:
-                        shift = lat.bit_length() - 6
-                        run_index = (shift << 5) + (lat >> shift)
-                    run = 1
-                    run_lat = lat
-                    run_at = sent_at
-                    if lat > high:
-                        high = lat
-                    if lat < low:
-                        low = lat
+            while (event := sink.next_event()) is not None:
+                self._control(event)
         except ProtocolError as exc:
-            stats.error(f"protocol_error_{exc.code}")
+            self.stats.error(f"protocol_error_{exc.code}")
             self.abort()
-        if run:
-            counts[run_index] += run
-            measured += run
-            total += run * run_lat
-        if binaries:
-            stats.received_total += binaries
-            if ws <= now < we:
-                stats.received_in_window += binaries
-            if measured:
-                stats.delivered += measured
-                hist = stats.latency
-                hist.count += measured
-                hist.total += total
-                if high > hist.max:
-                    hist.max = high
-                if hist.min < 0 or low < hist.min:
-                    hist.min = low
-            self.room.received(binaries)
 
     # -- the handshake and control messages ----------------------------------------------
 
@@ -217,7 +152,10 @@ class Member(asyncio.Protocol):
 
     def _control(self, event: tuple[Any, ...]) -> None:
         opcode = event[0]
-        if opcode == OP_TEXT:
+        if opcode == OP_BINARY:
+            # Too short to be the generator's, or from a member id no room gives.
+            self.stats.error("unexpected_binary")
+        elif opcode == OP_TEXT:
             self._on_text(event[1])
         elif opcode == OP_PING:
             self.write(encode_frame(OP_PONG, event[1], mask=self.mask))
@@ -257,29 +195,17 @@ class Member(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def frames(self, k: int, sent_at: int) -> bytes:
-        """``k`` binary frames stamped ``sent_at``, with this member's next sequence numbers."""
-        body = self.body
-        mask = self.mask
-        pack = PAYLOAD_HEAD.pack_into
-        seq = self.seq
-        out = []
-        for i in range(k):
-            pack(body, 0, sent_at, seq + i)
-            out.append(encode_frame(OP_BINARY, body, mask=mask))
-        self.seq = seq + k
-        return b"".join(out) if k > 1 else out[0]
-
 
 class JoinError(Exception):
     """A member could not join; the message is the error's kind (e.g. ``close_4409``)."""
 
 
 class Room:
-    """A room of the generator: its members, and the lockstep rounds when there are any.
+    """A room of the generator: its members, and its lockstep rounds when there are any.
 
     In lockstep, every member sends a burst of ``burst`` messages, and the next round starts
-    when every member has received all of the others' (``n * (n - 1) * burst`` deliveries).
+    when every member has received all of the others' (``n * (n - 1) * burst`` deliveries):
+    the members' sinks count them and start the round (see Lockstep).
     """
 
     def __init__(self, room_id: str, secret: str, payload_bytes: int, stats: Stats) -> None:
@@ -288,57 +214,39 @@ class Room:
         self.payload_bytes = payload_bytes
         self.stats = stats
         self.members: list[Member] = []
-        self.burst = 0
-        self.running = False
-        self.outstanding = 0
-        self.rounds = 0
+        # In lockstep every member sends the same burst in a round, sequence numbers included:
+        # it is built once for all of them.
+        self.source = MessageSource(payload_bytes, os.urandom(4))
+        self.lockstep: Lockstep | None = None
         self.stalled = False
-        self.on_idle: Callable[[Room], None] | None = None
 
     @property
     def joined(self) -> list[Member]:
         return [m for m in self.members if m.joined.done() and not m.joined.exception()
                 and m.transport is not None]
 
+    @property
+    def outstanding(self) -> int:
+        """Deliveries of the lockstep round in progress still to arrive."""
+        return self.lockstep.outstanding if self.lockstep is not None else 0
+
     def start_lockstep(self, burst: int) -> None:
-        self.burst = burst
-        self.running = True
         self.members = self.joined
-        if len(self.members) >= 2:
-            self._round()
+        writes = [m.transport.write for m in self.members]  # type: ignore[union-attr]
+        self.lockstep = Lockstep(self.stats.tally, self.source, burst, writes, time.monotonic_ns)
+        for member in self.members:
+            member.sink.lockstep = self.lockstep
+        self.lockstep.start()
 
     def stop(self) -> None:
-        self.running = False
-
-    def _round(self) -> None:
-        stats = self.stats
-        now = time.monotonic_ns()
-        members = self.members
-        n = len(members)
-        k = self.burst
-        self.outstanding += n * (n - 1) * k
-        self.rounds += 1
-        stats.sent_total += n * k
-        if stats.window_start <= now < stats.window_end:
-            stats.sent_window += n * k
-            stats.expected += n * (n - 1) * k
-        for member in members:
-            member.write(member.frames(k, now))
-
-    def received(self, n: int) -> None:
-        if self.burst:
-            self.outstanding -= n
-            if self.outstanding <= 0:
-                if self.running and time.monotonic_ns() < self.stats.window_end:
-                    self._round()
-                elif self.on_idle is not None:
-                    self.on_idle(self)
+        if self.lockstep is not None:
+            self.lockstep.stop()
 
     def lost(self, member: Member) -> None:
-        if self.burst and self.running and member in self.members:
+        if self.lockstep is not None and self.lockstep.running and member in self.members:
             # The round can never complete: the room stops, and its loss shows in the counts.
             self.stalled = True
-            self.running = False
+            self.lockstep.stop()
 
 
 def upgrade_request(host_header: str, room_id: str) -> bytes:
@@ -391,23 +299,19 @@ class OpenLoop:
         due = int((now - self.started) * self.rate / 1e9)
         n = due - self.sent
         if n > 0:
-            stats = self.stats
             members = self.members
             count = len(members)
             cursor = self.cursor
             fanout = self.fanout
-            measured = stats.window_start <= now < stats.window_end
+            deliveries = 0
             for _ in range(n):
                 member = members[cursor]
                 cursor += 1
                 if cursor == count:
                     cursor = 0
-                member.write(member.frames(1, now))
-                if measured:
-                    stats.expected += fanout[member]
+                member.write(member.source.frames(1, now))
+                deliveries += fanout[member]
             self.cursor = cursor
             self.sent = due
-            stats.sent_total += n
-            if measured:
-                stats.sent_window += n
+            self.stats.tally.sent(n, deliveries, now)
         self.loop.call_later(self.TICK, self._tick)

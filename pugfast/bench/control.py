@@ -260,6 +260,7 @@ class Controller:
             errors["stalled_rooms"] += total("stalled_rooms")
         expected, delivered = total("expected"), total("delivered")
         received_in_window = total("received_in_window")
+        generator_cpu = sum(r["cpu_s"] for r in results)
         connections = total("connections")
         report: dict[str, Any] = {
             "version": 1,
@@ -293,11 +294,14 @@ class Controller:
                 "latency_us": summary_us(join_latency),
             },
             "generator": {
-                "cpu_s": round(sum(r["cpu_s"] for r in results), 3),
+                "cpu_s": round(generator_cpu, 3),
                 # Per process: near 1.0 means the generator, not the relay, set the pace.
-                "cpu_utilisation": round(
-                    sum(r["cpu_s"] for r in results) / len(results) / plan.duration, 3)
+                "cpu_utilisation": round(generator_cpu / len(results) / plan.duration, 3)
                 if plan.duration else None,
+                # Comparable with the server's: a generator that costs less per delivery than
+                # the relay measures the relay, not itself.
+                "cpu_us_per_delivery": round(generator_cpu * 1e6 / received_in_window, 3)
+                if received_in_window else None,
             },
             "server": None,
         }

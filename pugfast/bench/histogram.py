@@ -3,8 +3,9 @@
 Values are non-negative integers (nanoseconds here). Values below 64 have a bucket each; above,
 every power of two is split into 32 equal buckets, so a bucket is at most 1/32 of its value
 wide, as in HdrHistogram with two significant binary digits of five bits. Recording is a few
-integer operations, cheap enough to do for every message in Python; the hot loop of the load
-generator inlines ``bucket_index`` for that reason.
+integer operations: the load generator's DeliveryTally (pugfast/_sink.py and its compiled twin)
+records every delivery into buckets of this layout itself, and moves them into a Histogram
+when the generator reports.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def bucket_bounds(index: int) -> tuple[int, int]:
 class Histogram:
     """Counts of values per bucket, with the exact count, sum, minimum and maximum.
 
-    ``counts`` is a plain list the load generator increments directly; ``min``/``max``/``total``
-    are then maintained by the caller too, or recomputed by ``merge``.
+    ``counts`` is a plain list, one count per bucket, that ``merge`` and the load generator's
+    DeliveryTally.drain_into add to, along with ``count``, ``total``, ``min`` and ``max``.
     """
 
     __slots__ = ("count", "counts", "max", "min", "total")

@@ -53,7 +53,8 @@ def format_text(report: dict[str, Any]) -> str:
     gen = report.get("generator")
     if gen and c["mode"] != "idle":
         lines.append(f"  generator   {gen['cpu_s']:.2f} s CPU in the window "
-                     f"({_n((gen['cpu_utilisation'] or 0) * 100)}% of a core per process)")
+                     f"({_n((gen['cpu_utilisation'] or 0) * 100)}% of a core per process), "
+                     f"{_n(gen['cpu_us_per_delivery'], 3)} us CPU per delivery")
     errors = report["errors"]
     lines.append("  errors      " + (", ".join(f"{k} {v:,}" for k, v in errors.items())
                                     if errors else "none"))

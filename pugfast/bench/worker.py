@@ -222,8 +222,8 @@ class Worker:
 
     async def measure(self, t0: int, window_start: int, window_end: int) -> None:
         plan, stats, loop = self.plan, self.stats, self.loop
-        stats.window_start = window_start
-        stats.window_end = window_end
+        stats.tally.window_start = window_start
+        stats.tally.window_end = window_end
         await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
         self.phase = "run"
         progress = loop.call_later(PROGRESS_INTERVAL, self._progress)
@@ -275,40 +275,40 @@ class Worker:
 
     async def _drain(self, window_end: int, settled: Any) -> None:
         """Wait for the window's messages still in flight, up to ``plan.drain`` seconds."""
-        stats = self.stats
+        tally = self.stats.tally
         deadline = window_end + int(self.plan.drain * 1e9)
         while time.monotonic_ns() < deadline:
-            if stats.delivered >= stats.expected and settled():
+            if tally.delivered >= tally.expected and settled():
                 return
             await asyncio.sleep(0.005)
 
     def _progress(self) -> None:
-        s = self.stats
+        s, t = self.stats, self.stats.tally
         self.send("progress", {
             "phase": self.phase,
-            "sent": s.sent_total,
-            "received": s.received_total,
-            "received_in_window": s.received_in_window,
-            "delivered": s.delivered,
-            "expected": s.expected,
+            "sent": t.sent_total,
+            "received": t.received_total,
+            "received_in_window": t.received_in_window,
+            "delivered": t.delivered,
+            "expected": t.expected,
             "errors": sum(s.errors.values()),
             "latency": s.latency.to_state(),
         })
         self.loop.call_later(PROGRESS_INTERVAL, self._progress)
 
     def result(self) -> dict[str, Any]:
-        s = self.stats
+        s, t = self.stats, self.stats.tally
         return {
             "rooms": len(self.rooms),
             "connections": self.join_latency.count,
-            "sent_total": s.sent_total,
-            "sent": s.sent_window,
-            "expected": s.expected,
-            "delivered": s.delivered,
-            "received_total": s.received_total,
-            "received_in_window": s.received_in_window,
-            "out_of_order": s.out_of_order,
-            "gaps": s.gaps,
+            "sent_total": t.sent_total,
+            "sent": t.sent_window,
+            "expected": t.expected,
+            "delivered": t.delivered,
+            "received_total": t.received_total,
+            "received_in_window": t.received_in_window,
+            "out_of_order": t.out_of_order,
+            "gaps": t.gaps,
             "stalled_rooms": sum(1 for r in self.rooms if r.stalled),
             "latency": s.latency.to_state(),
             "errors": dict(s.errors),

@@ -1,0 +1,423 @@
+# The load generator's hot paths in C: the compiled twin of pugfast/_sink.py, with the same
+# names, bytes, events and errors (read that module's docstring for what is sent, what is
+# counted and why). Included by _speedups.pyx after _frames.pxi; the types are declared in
+# _speedups.pxd.
+#
+# `pugfast bench` must spend less per delivery than the relay it measures, and a relayed
+# message costs the relay well under a microsecond, so Python must not run per message, nor
+# per lockstep round. A burst of messages is a prebuilt frame copied per message with its
+# 12-byte head XORed in. A receiving member hands each socket read to its sink once: the
+# relay's frames are found in place in the codec's buffer, each delivery's sender, send time and
+# sequence number are read straight out of it into C counters, and when a room's round is
+# complete the next one is written from here. Python sees the frames that are not deliveries.
+
+from libc.string cimport memset
+
+cdef extern from *:
+    """
+    /* The number of bits v needs, as Python's int.bit_length(). */
+    static inline int pugfast_bit_length(unsigned long long v) {
+    #if defined(__GNUC__) || defined(__clang__)
+        return v ? 64 - __builtin_clzll(v) : 0;
+    #else
+        int n = 0;
+        while (v) { n++; v >>= 1; }
+        return n;
+    #endif
+    }
+    """
+    int pugfast_bit_length(unsigned long long v) noexcept nogil
+
+cdef enum:
+    # A message's head: send time (8 bytes) and sequence number (4), big-endian. The relay
+    # puts the sender's member id (4) in front of a message it relays.
+    _HEAD = 12
+    _RELAYED_HEAD = 16
+    # Member ids beyond this are no relay's: a room gives them from 1 up, one per join.
+    _MAX_SENDERS = 65536
+    _FIRST_SENDERS = 64
+
+# Before a window is set nothing counts as measured.
+cdef long long _NEVER = 1LL << 62
+MAX_SENDERS = _MAX_SENDERS
+
+
+cdef inline unsigned long long _load_be32(const unsigned char* p) noexcept nogil:
+    # Spelled out byte by byte, which compilers turn into one load and a byte swap.
+    return (<unsigned long long>p[0] << 24 | <unsigned long long>p[1] << 16
+            | <unsigned long long>p[2] << 8 | p[3])
+
+
+cdef inline void _store_be(unsigned char* p, unsigned long long value, int n) noexcept nogil:
+    cdef int i
+    for i in range(n):
+        p[i] = <unsigned char>(value >> (8 * (n - 1 - i)))
+
+
+cdef inline Py_ssize_t _bucket(long long value) noexcept nogil:
+    """histogram.bucket_index: 64 linear buckets, then 32 per power of two."""
+    cdef int shift
+    if value < 64:
+        return value if value > 0 else 0
+    shift = pugfast_bit_length(<unsigned long long>value) - 6
+    return (shift << 5) + (value >> shift)
+
+
+cdef inline Py_ssize_t _plain_binary(FrameParser parser, Py_ssize_t* length) noexcept:
+    """The header size of the frame at the parser's read offset, if it is a whole binary message
+    in one unmasked frame with a 7- or 16-bit length within the size limit, all of it received
+    (every delivery the relay sends); else 0, and the codec checks the frame rule by rule.
+
+    Such a frame breaks no rule, so skipping next_c for it changes no outcome.
+    """
+    cdef const unsigned char* p = parser._buf + parser._start
+    cdef Py_ssize_t available = parser._end - parser._start
+    cdef Py_ssize_t size = 2
+    cdef Py_ssize_t n
+    # A finished parser still holds the bytes after a close frame until next_c drops them.
+    if (parser._finished or available < 2 or p[0] != (0x80 | WS_BINARY)
+            or parser._frag_opcode != WS_CONT):
+        return 0
+    n = p[1]
+    if n == 126:
+        if available < 4:
+            return 0
+        n = p[2] << 8 | p[3]
+        size = 4
+    elif n > 126:
+        # A 64-bit length, or the mask bit set.
+        return 0
+    if n > parser._max_message_bytes or available - size < n:
+        return 0
+    length[0] = n
+    return size
+
+
+cdef class MessageSource:
+    """The binary messages one sender writes, in masked client frames, numbered from 0.
+
+    A message's payload is ``payload_bytes`` long: its send time (monotonic nanoseconds, 8
+    bytes) and sequence number (4 bytes, wrapping at 2**32), big-endian, then zeros. ``seq``
+    is the number the next message gets. Every message is masked with ``mask``.
+    """
+
+    def __init__(self, Py_ssize_t payload_bytes, mask):
+        """Raises ValueError if ``payload_bytes`` is below 12 or ``mask`` is not 4 bytes."""
+        if mask is None:
+            raise TypeError("a mask is required")
+        if payload_bytes < _HEAD:
+            raise ValueError(f"payload_bytes must be at least {_HEAD}")
+        self._frame = encode_frame(WS_BINARY, bytes(payload_bytes), mask=mask)
+        self._head_at = PyBytes_GET_SIZE(self._frame) - payload_bytes
+
+    def frames(self, Py_ssize_t k, long long sent_at):
+        """``k`` messages stamped ``sent_at``, with the next ``k`` sequence numbers, in one bytes.
+
+        Raises ValueError if ``k`` or ``sent_at`` is negative.
+        """
+        if k < 0:
+            raise ValueError("k must not be negative")
+        if sent_at < 0:
+            raise ValueError("sent_at must not be negative")
+        return self._frames(k, sent_at)
+
+    cdef bytes _frames(self, Py_ssize_t k, long long sent_at):
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(self._frame)
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, k * size)
+        cdef unsigned char* p = <unsigned char*>PyBytes_AS_STRING(out)
+        cdef unsigned char head[_HEAD]
+        cdef Py_ssize_t i
+        cdef int j
+        _store_be(head, <unsigned long long>sent_at, 8)
+        for i in range(k):
+            memcpy(p, PyBytes_AS_STRING(self._frame), size)
+            _store_be(head + 8, self.seq, 4)
+            # The frame's payload is the mask where the plain payload is zero: XORing the head
+            # into it masks the head.
+            for j in range(_HEAD):
+                p[self._head_at + j] ^= head[j]
+            self.seq = (self.seq + 1) & 0xFFFFFFFF
+            p += size
+        return out
+
+
+cdef class DeliveryTally:
+    """What the members of one load generator sent and received, summed over all of them.
+
+    ``sent`` counts what was sent: ``sent_total`` messages, ``sent_window`` of them inside
+    the window and the ``expected`` deliveries of those. Every DeliverySink counts what it
+    received: ``received_total``, ``received_in_window`` (those that arrived inside the
+    window), ``delivered`` (those of messages sent inside it, whenever they arrived; only they
+    carry latencies), ``gaps`` and ``out_of_order``; ``drain_into`` moves the latencies into a
+    Histogram. ``window_start`` and ``window_end`` (monotonic nanoseconds) bound the window;
+    until they are set nothing is measured.
+    """
+
+    def __cinit__(self):
+        self._window_start = _NEVER
+        self._window_end = _NEVER
+
+    @property
+    def window_start(self):
+        return self._window_start
+
+    @window_start.setter
+    def window_start(self, long long value):
+        """Raises ValueError if ``value`` is negative, OverflowError beyond 64 bits."""
+        if value < 0:
+            raise ValueError("window_start must not be negative")
+        self._window_start = value
+
+    @property
+    def window_end(self):
+        return self._window_end
+
+    @window_end.setter
+    def window_end(self, long long value):
+        """Raises ValueError if ``value`` is negative, OverflowError beyond 64 bits."""
+        if value < 0:
+            raise ValueError("window_end must not be negative")
+        self._window_end = value
+
+    def sent(self, long long messages, long long deliveries, long long now_ns):
+        """Counts ``messages`` sent at ``now_ns``, owed ``deliveries`` deliveries in all (each
+        to every other member of its room). Raises ValueError if any is negative."""
+        if messages < 0 or deliveries < 0 or now_ns < 0:
+            raise ValueError("counts and times must not be negative")
+        self._sent(messages, deliveries, now_ns)
+
+    cdef void _sent(self, long long messages, long long deliveries, long long now) noexcept:
+        self.sent_total += messages
+        if self._window_start <= now < self._window_end:
+            self.sent_window += messages
+            self.expected += deliveries
+
+    def drain_into(self, hist):
+        """Adds the latencies measured since the last drain to ``hist`` and forgets them.
+
+        ``hist`` is a pugfast.bench.histogram.Histogram: its bucket counts, count, total, min
+        and max are updated. Raises ValueError if its bucket layout is not this one.
+        """
+        cdef Py_ssize_t i
+        counts = hist.counts
+        if len(counts) != SINK_BUCKETS:
+            raise ValueError(f"the histogram must have {SINK_BUCKETS} buckets")
+        if self._count == 0:
+            return
+        for i in range(SINK_BUCKETS):
+            if self._counts[i]:
+                counts[i] += self._counts[i]
+        hist.count += self._count
+        hist.total += self._total
+        if hist.min < 0 or self._min < hist.min:
+            hist.min = self._min
+        if self._max > hist.max:
+            hist.max = self._max
+        memset(self._counts, 0, sizeof(self._counts))
+        self._count = self._total = 0
+
+
+cdef class Lockstep:
+    """The lockstep rounds of one room, driven by its members' sinks.
+
+    In a round every member writes the same burst of ``burst`` messages from ``source``,
+    stamped with ``clock()`` (time.monotonic_ns) when the round starts; ``writes`` are the
+    members' write callables (their transports' ``write``). The next round starts as soon as
+    the sinks given this Lockstep have counted the n * (n - 1) * burst deliveries outstanding,
+    while it is ``running`` and the window has not ended. ``rounds`` counts the rounds.
+    """
+
+    def __init__(self, DeliveryTally tally not None, MessageSource source not None,
+                 Py_ssize_t burst, writes, clock):
+        """Raises ValueError if ``burst`` is below 1."""
+        cdef Py_ssize_t n
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._tally = tally
+        self._source = source
+        self._burst = burst
+        self._writes = list(writes)
+        self._clock = clock
+        n = len(self._writes)
+        self._messages = n * burst
+        self._deliveries = n * (n - 1) * burst
+
+    def start(self):
+        """Writes the first round; with fewer than two members there are none to write."""
+        self.running = True
+        if len(self._writes) >= 2:
+            self._round(self._clock())
+
+    def stop(self):
+        """Starts no more rounds."""
+        self.running = False
+
+    cdef int _received(self, Py_ssize_t n) except -1:
+        cdef long long now
+        self.outstanding -= n
+        if self.outstanding <= 0 and self.running:
+            now = self._clock()
+            if now < self._tally._window_end:
+                self._round(now)
+        return 0
+
+    cdef int _round(self, long long now) except -1:
+        cdef bytes frames
+        if now < 0:
+            raise ValueError("sent_at must not be negative")
+        frames = self._source._frames(self._burst, now)
+        self.outstanding += self._deliveries
+        self.rounds += 1
+        self._tally._sent(self._messages, self._deliveries, now)
+        for write in self._writes:
+            write(frames)
+        return 0
+
+
+cdef class DeliverySink:
+    """The receiving end of one generator connection, from the relay's 101 response on.
+
+    ``feed`` takes the bytes the relay sent and counts every delivery of the generator's
+    messages into the tally at once; ``next_event`` hands out the other events in order.
+    ``lockstep``, when set, is told how many deliveries each ``feed`` counted.
+    """
+
+    def __cinit__(self):
+        self._events = []
+        self._expect = NULL
+        self._senders = 0
+
+    def __init__(self, DeliveryTally tally not None, Py_ssize_t max_message_bytes):
+        """Raises ValueError if ``max_message_bytes`` is negative."""
+        self._tally = tally
+        self._parser = FrameParser(max_message_bytes, require_mask=False)
+
+    def __dealloc__(self):
+        free(self._expect)
+
+    def feed(self, data, long long now_ns):
+        """Takes the bytes that arrived at ``now_ns``; returns how many deliveries they completed.
+
+        ``now_ns`` is time.monotonic_ns() when they arrived. A delivery is a binary message of
+        at least 16 bytes from a member id below MAX_SENDERS: it is counted into the tally
+        here (and may start the next lockstep round). Every other event, and the ProtocolError
+        of a broken frame (which ends the stream), waits for ``next_event``. Bytes after the
+        stream ended are ignored. Raises TypeError if ``data`` is not a bytes-like object,
+        ValueError if ``now_ns`` is negative, and what the lockstep's writes raise.
+        """
+        cdef FrameParser parser = self._parser
+        cdef Py_buffer view
+        cdef Py_ssize_t received = 0
+        cdef Py_ssize_t size, n
+        cdef const unsigned char* payload
+        cdef int opcode
+        cdef bint arrived
+        if now_ns < 0:
+            raise ValueError("now_ns must not be negative")
+        if parser._finished:
+            parser._release()
+            return 0
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            parser.feed_c(<const unsigned char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        arrived = self._tally._window_start <= now_ns < self._tally._window_end
+        try:
+            while True:
+                size = _plain_binary(parser, &n)
+                if size:
+                    payload = parser._buf + parser._start + size
+                    parser._start += size + n
+                    opcode = WS_BINARY
+                else:
+                    opcode = parser.next_c()
+                    if opcode < 0:
+                        break
+                    payload = parser.payload
+                    n = parser.payload_len
+                if opcode == WS_BINARY and self._account(payload, n, now_ns, arrived):
+                    received += 1
+                elif opcode == WS_CLOSE:
+                    self._events.append((
+                        WS_CLOSE,
+                        None if parser.close_code < 0 else parser.close_code,
+                        (<const char*>payload)[:n].decode("utf-8"),
+                    ))
+                else:
+                    self._events.append((opcode, (<const char*>payload)[:n]))
+        except ProtocolError as exc:
+            self._error = exc
+        if received and self.lockstep is not None:
+            self.lockstep._received(received)
+        return received
+
+    def next_event(self):
+        """Returns the next event that was not a delivery, or None when there is none.
+
+        The events are FrameParser's: ``(OP_TEXT, bytes)``, ``(OP_PING, bytes)``,
+        ``(OP_PONG, bytes)``, ``(OP_CLOSE, code or None, reason)``, and ``(OP_BINARY, bytes)``
+        for a binary message that is not a delivery. Raises the ProtocolError that ended the
+        stream, carrying the close code, after the events before it; then returns None.
+        """
+        cdef object error
+        if self._events:
+            return self._events.pop(0)
+        if self._error is not None:
+            error = self._error
+            self._error = None
+            raise error
+        return None
+
+    cdef bint _account(self, const unsigned char* p, Py_ssize_t n, long long now,
+                       bint arrived_in_window) except -1:
+        """Counts the relayed message p[:n] if it is a delivery; False if it is not one."""
+        cdef DeliveryTally tally = self._tally
+        cdef unsigned long long sender, seq, wanted
+        cdef long long sent_at, latency
+        cdef Py_ssize_t index
+        if n < _RELAYED_HEAD:
+            return False
+        sender = _load_be32(p)
+        if sender >= _MAX_SENDERS:
+            return False
+        if sender >= <unsigned long long>self._senders:
+            self._grow(<Py_ssize_t>sender)
+        sent_at = <long long>(_load_be32(p + 4) << 32 | _load_be32(p + 8))
+        seq = _load_be32(p + 12)
+        wanted = self._expect[sender]
+        if seq > wanted:
+            tally.gaps += seq - wanted
+        elif seq < wanted:
+            tally.out_of_order += 1
+        self._expect[sender] = seq + 1
+        tally.received_total += 1
+        if arrived_in_window:
+            tally.received_in_window += 1
+        if tally._window_start <= sent_at < tally._window_end:
+            # The window and now_ns are never negative, so the difference fits. The sum would
+            # overflow only after 292 years of latencies; unsigned, it could not trap even then.
+            latency = now - sent_at
+            index = _bucket(latency)
+            tally._counts[index] += 1
+            if tally._count == 0 or latency < tally._min:
+                tally._min = latency
+            if tally._count == 0 or latency > tally._max:
+                tally._max = latency
+            tally._count += 1
+            tally._total = <long long>(<unsigned long long>tally._total + <unsigned long long>latency)
+            tally.delivered += 1
+        return True
+
+    cdef int _grow(self, Py_ssize_t sender) except -1:
+        """Makes room for sender's expected sequence number; new senders expect 0."""
+        cdef Py_ssize_t capacity = max(_FIRST_SENDERS, 2 * self._senders, sender + 1)
+        cdef unsigned long long* grown
+        capacity = min(capacity, _MAX_SENDERS)
+        grown = <unsigned long long*>realloc(self._expect, capacity * sizeof(unsigned long long))
+        if grown == NULL:
+            raise MemoryError()
+        memset(grown + self._senders, 0, (capacity - self._senders) * sizeof(unsigned long long))
+        self._expect = grown
+        self._senders = capacity
+        return 0

@@ -1,0 +1,408 @@
+"""The load generator's ends of the wire, in pure Python: the messages a member sends, and
+what it receives, counted.
+
+This is the twin of the compiled source and sink in _ext/pugfast/_sink.pxi: both expose the
+same names and give the same bytes, counts, events and errors however the input is split into
+``feed()`` calls (tests/test_bench_sink.py holds them to it); pugfast/speedups.py picks one.
+
+A member of ``pugfast bench`` stamps every message with its send time (monotonic ns) and a
+sequence number of its own (``MessageSource``); the relay puts the sender's member id in front.
+A receiving member gives each socket read to its ``DeliverySink``, which parses the relay's
+frames with the relay's own codec and, for every such delivery, checks the order per sender
+(``gaps``: sequence numbers skipped; ``out_of_order``: one at or below one seen before), and
+counts it into the ``DeliveryTally`` shared by the generator's members (which also counts what
+was sent):
+
+- ``received_total``: every delivery; ``received_in_window``: those that arrived inside the
+  window [window_start, window_end) (the delivered rate is computed from these);
+- ``delivered``: the deliveries of messages *sent* inside the window, whenever they arrive
+  (the drain after the window waits for stragglers); only they carry latencies, kept in the
+  buckets of pugfast/bench/histogram.py until ``drain_into`` moves them into a Histogram.
+
+Any other message (text, ping, pong, close, a binary one too short or from an impossible
+member id) is handed back as FrameParser's event, and a broken frame raises FrameParser's
+ProtocolError in its turn, so the caller keeps its own handling of those.
+
+In lockstep, a room's sinks share its ``Lockstep``: when they have counted every delivery of a
+round, it writes the next one to every member. So per read the caller makes two calls, however
+many deliveries the read held, and none per round.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable
+from typing import cast
+
+from ._frames import OP_BINARY, BytesLike, Event, FrameParser, encode_frame
+from .bench.histogram import BUCKETS, Histogram
+from .errors import ProtocolError
+
+# A message's head: the send time and the sequence number, XORed with the frame's mask (the
+# time, never negative, packed unsigned).
+_MASKED_HEAD = struct.Struct(">QI")
+# A relayed message's head: the sender's member id, then the message's head.
+_RELAYED = struct.Struct(">IqI")
+# Member ids beyond this are no relay's: a room gives them from 1 up, one per join.
+MAX_SENDERS = 1 << 16
+# Before a window is set nothing counts as measured.
+_NEVER = 1 << 62
+# Times are 64-bit signed nanoseconds, as the compiled twin holds them.
+_LIMIT = 1 << 63
+
+
+def _nanoseconds(name: str, value: int) -> int:
+    """``value``, a time in nanoseconds, if it fits where the compiled twin keeps it."""
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    if value >= _LIMIT:
+        raise OverflowError(f"{name} does not fit in 64 bits")
+    return value
+
+
+class MessageSource:
+    """The binary messages one sender writes, in masked client frames, numbered from 0.
+
+    A message's payload is ``payload_bytes`` long: its send time (monotonic nanoseconds, 8
+    bytes) and sequence number (4 bytes, wrapping at 2**32), big-endian, then zeros. ``seq``
+    is the number the next message gets. Every message is masked with ``mask``.
+    """
+
+    __slots__ = ("_burst", "_frame", "_head_at", "_seq_mask", "_time_mask", "seq")
+
+    def __init__(self, payload_bytes: int, mask: BytesLike) -> None:
+        """Raises ValueError if ``payload_bytes`` is below 12 or ``mask`` is not 4 bytes."""
+        if mask is None:
+            raise TypeError("a mask is required")
+        if payload_bytes < _MASKED_HEAD.size:
+            raise ValueError(f"payload_bytes must be at least {_MASKED_HEAD.size}")
+        self._frame = encode_frame(OP_BINARY, bytes(payload_bytes), mask=mask)
+        self._head_at = len(self._frame) - payload_bytes
+        self._time_mask = int.from_bytes(bytes(mask) * 2, "big")
+        self._seq_mask = int.from_bytes(mask, "big")
+        # The frames of the last burst, rewritten in place by the next one of its length.
+        self._burst = bytearray()
+        self.seq = 0
+
+    def frames(self, k: int, sent_at: int) -> bytes:
+        """``k`` messages stamped ``sent_at``, with the next ``k`` sequence numbers, in one bytes.
+
+        Raises ValueError if ``k`` or ``sent_at`` is negative.
+        """
+        if k < 0:
+            raise ValueError("k must not be negative")
+        _nanoseconds("sent_at", sent_at)
+        size = len(self._frame)
+        burst = self._burst
+        if len(burst) != k * size:
+            burst = self._burst = bytearray(self._frame * k)
+        pack = _MASKED_HEAD.pack_into
+        at = self._head_at
+        stamp = sent_at ^ self._time_mask
+        seq_mask = self._seq_mask
+        seq = self.seq
+        for i in range(seq, seq + k):
+            pack(burst, at, stamp, (i & 0xFFFFFFFF) ^ seq_mask)
+            at += size
+        self.seq = (seq + k) & 0xFFFFFFFF
+        return bytes(burst)
+
+
+class DeliveryTally:
+    """What the members of one load generator sent and received, summed over all of them.
+
+    ``sent`` counts what was sent: ``sent_total`` messages, ``sent_window`` of them inside
+    the window and the ``expected`` deliveries of those. Every DeliverySink counts what it
+    received: ``received_total``, ``received_in_window`` (those that arrived inside the
+    window), ``delivered`` (those of messages sent inside it, whenever they arrived; only they
+    carry latencies), ``gaps`` and ``out_of_order``; ``drain_into`` moves the latencies into a
+    Histogram. ``window_start`` and ``window_end`` (monotonic nanoseconds) bound the window;
+    until they are set nothing is measured.
+    """
+
+    __slots__ = (
+        "_count",
+        "_counts",
+        "_max",
+        "_min",
+        "_total",
+        "_window_end",
+        "_window_start",
+        "delivered",
+        "expected",
+        "gaps",
+        "out_of_order",
+        "received_in_window",
+        "received_total",
+        "sent_total",
+        "sent_window",
+    )
+
+    def __init__(self) -> None:
+        self._window_start = _NEVER
+        self._window_end = _NEVER
+        self.sent_total = 0
+        self.sent_window = 0
+        self.expected = 0
+        self.received_total = 0
+        self.received_in_window = 0
+        self.delivered = 0
+        self.gaps = 0
+        self.out_of_order = 0
+        self._counts = [0] * BUCKETS
+        self._count = 0
+        self._total = 0
+        self._min = 0
+        self._max = 0
+
+    @property
+    def window_start(self) -> int:
+        return self._window_start
+
+    @window_start.setter
+    def window_start(self, value: int) -> None:
+        """Raises ValueError if ``value`` is negative, OverflowError beyond 64 bits."""
+        self._window_start = _nanoseconds("window_start", value)
+
+    @property
+    def window_end(self) -> int:
+        return self._window_end
+
+    @window_end.setter
+    def window_end(self, value: int) -> None:
+        """Raises ValueError if ``value`` is negative, OverflowError beyond 64 bits."""
+        self._window_end = _nanoseconds("window_end", value)
+
+    def sent(self, messages: int, deliveries: int, now_ns: int) -> None:
+        """Counts ``messages`` sent at ``now_ns``, owed ``deliveries`` deliveries in all (each
+        to every other member of its room). Raises ValueError if any is negative."""
+        if messages < 0 or deliveries < 0 or now_ns < 0:
+            raise ValueError("counts and times must not be negative")
+        self.sent_total += messages
+        if self._window_start <= now_ns < self._window_end:
+            self.sent_window += messages
+            self.expected += deliveries
+
+    def drain_into(self, hist: Histogram) -> None:
+        """Adds the latencies measured since the last drain to ``hist`` and forgets them.
+
+        ``hist`` is a pugfast.bench.histogram.Histogram: its bucket counts, count, total, min
+        and max are updated. Raises ValueError if its bucket layout is not this one.
+        """
+        counts = hist.counts
+        if len(counts) != BUCKETS:
+            raise ValueError(f"the histogram must have {BUCKETS} buckets")
+        if self._count == 0:
+            return
+        for index, n in enumerate(self._counts):
+            if n:
+                counts[index] += n
+        hist.count += self._count
+        hist.total += self._total
+        if hist.min < 0 or self._min < hist.min:
+            hist.min = self._min
+        if self._max > hist.max:
+            hist.max = self._max
+        self._counts = [0] * BUCKETS
+        self._count = self._total = 0
+
+
+class Lockstep:
+    """The lockstep rounds of one room, driven by its members' sinks.
+
+    In a round every member writes the same burst of ``burst`` messages from ``source``,
+    stamped with ``clock()`` (time.monotonic_ns) when the round starts; ``writes`` are the
+    members' write callables (their transports' ``write``). The next round starts as soon as
+    the sinks given this Lockstep have counted the n * (n - 1) * burst deliveries outstanding,
+    while it is ``running`` and the window has not ended. ``rounds`` counts the rounds.
+    """
+
+    __slots__ = (
+        "_burst",
+        "_clock",
+        "_deliveries",
+        "_messages",
+        "_source",
+        "_tally",
+        "_writes",
+        "outstanding",
+        "rounds",
+        "running",
+    )
+
+    def __init__(self, tally: DeliveryTally, source: MessageSource, burst: int,
+                 writes: Iterable[Callable[[bytes], object]], clock: Callable[[], int]) -> None:
+        """Raises ValueError if ``burst`` is below 1."""
+        if not isinstance(tally, DeliveryTally) or not isinstance(source, MessageSource):
+            raise TypeError("a DeliveryTally and a MessageSource are required")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._tally = tally
+        self._source = source
+        self._burst = burst
+        self._writes = list(writes)
+        self._clock = clock
+        n = len(self._writes)
+        self._messages = n * burst
+        self._deliveries = n * (n - 1) * burst
+        self.outstanding = 0
+        self.rounds = 0
+        self.running = False
+
+    def start(self) -> None:
+        """Writes the first round; with fewer than two members there are none to write."""
+        self.running = True
+        if len(self._writes) >= 2:
+            self._round(self._clock())
+
+    def stop(self) -> None:
+        """Starts no more rounds."""
+        self.running = False
+
+    def _received(self, n: int) -> None:
+        self.outstanding -= n
+        if self.outstanding <= 0 and self.running:
+            now = self._clock()
+            if now < self._tally._window_end:
+                self._round(now)
+
+    def _round(self, now: int) -> None:
+        frames = self._source.frames(self._burst, now)
+        self.outstanding += self._deliveries
+        self.rounds += 1
+        self._tally.sent(self._messages, self._deliveries, now)
+        for write in self._writes:
+            write(frames)
+
+
+class DeliverySink:
+    """The receiving end of one generator connection, from the relay's 101 response on.
+
+    ``feed`` takes the bytes the relay sent and counts every delivery of the generator's
+    messages into the tally at once; ``next_event`` hands out the other events in order.
+    ``lockstep``, when set, is told how many deliveries each ``feed`` counted.
+    """
+
+    __slots__ = ("_error", "_events", "_expect", "_parser", "_tally", "lockstep")
+
+    def __init__(self, tally: DeliveryTally, max_message_bytes: int) -> None:
+        """Raises ValueError if ``max_message_bytes`` is negative."""
+        if not isinstance(tally, DeliveryTally):
+            raise TypeError("tally must be a DeliveryTally")
+        self._tally = tally
+        self._parser = FrameParser(max_message_bytes, require_mask=False)
+        self._events: list[Event] = []
+        self._error: ProtocolError | None = None
+        # The sequence number expected next from each sender, indexed by member id.
+        self._expect: list[int] = []
+        self.lockstep: Lockstep | None = None
+
+    def feed(self, data: BytesLike, now_ns: int) -> int:
+        """Takes the bytes that arrived at ``now_ns``; returns how many deliveries they completed.
+
+        ``now_ns`` is time.monotonic_ns() when they arrived. A delivery is a binary message of
+        at least 16 bytes from a member id below MAX_SENDERS: it is counted into the tally
+        here (and may start the next lockstep round). Every other event, and the ProtocolError
+        of a broken frame (which ends the stream), waits for ``next_event``. Bytes after the
+        stream ended are ignored. Raises TypeError if ``data`` is not a bytes-like object,
+        ValueError if ``now_ns`` is negative, and what the lockstep's writes raise.
+        """
+        _nanoseconds("now_ns", now_ns)
+        parser = self._parser
+        if parser.finished:
+            return 0
+        parser.feed(data)
+        tally = self._tally
+        ws = tally._window_start
+        we = tally._window_end
+        expect = self._expect
+        events = self._events
+        counts = tally._counts
+        unpack = _RELAYED.unpack_from
+        next_event = parser.next_event
+        received = gaps = out_of_order = measured = total = 0
+        # Deliveries stamped alike (a lockstep burst: one time for the whole round) land in
+        # the same bucket: ``run`` of them are counted at once, at ``run_latency``.
+        run = run_latency = run_index = 0
+        run_at = _LIMIT  # no time a message carries
+        low = _LIMIT
+        high = -_LIMIT
+        try:
+            while (event := next_event()) is not None:
+                payload = cast(bytes, event[1])
+                if event[0] != OP_BINARY or len(payload) < _RELAYED.size:
+                    events.append(event)
+                    continue
+                sender, sent_at, seq = unpack(payload)
+                if sender >= MAX_SENDERS:
+                    events.append(event)
+                    continue
+                if sender >= len(expect):
+                    expect.extend([0] * max(64, len(expect), sender + 1 - len(expect)))
+                wanted = expect[sender]
+                if seq > wanted:
+                    gaps += seq - wanted
+                elif seq < wanted:
+                    out_of_order += 1
+                expect[sender] = seq + 1
+                received += 1
+                if sent_at == run_at:
+                    run += 1
+                elif ws <= sent_at < we:
+                    if run:
+                        counts[run_index] += run
+                        measured += run
+                        total += run * run_latency
+                    latency = now_ns - sent_at
+                    # histogram.bucket_index, inlined.
+                    if latency < 64:
+                        run_index = latency if latency > 0 else 0
+                    else:
+                        shift = latency.bit_length() - 6
+                        run_index = (shift << 5) + (latency >> shift)
+                    run = 1
+                    run_latency = latency
+                    run_at = sent_at
+                    if latency > high:
+                        high = latency
+                    if latency < low:
+                        low = latency
+        except ProtocolError as exc:
+            self._error = exc
+        if received:
+            tally.received_total += received
+            if ws <= now_ns < we:
+                tally.received_in_window += received
+            tally.gaps += gaps
+            tally.out_of_order += out_of_order
+        if run:
+            counts[run_index] += run
+            measured += run
+            total += run * run_latency
+        if measured:
+            if tally._count == 0 or low < tally._min:
+                tally._min = low
+            if tally._count == 0 or high > tally._max:
+                tally._max = high
+            tally._count += measured
+            tally._total += total
+            tally.delivered += measured
+        if received and self.lockstep is not None:
+            self.lockstep._received(received)
+        return received
+
+    def next_event(self) -> Event | None:
+        """Returns the next event that was not a delivery, or None when there is none.
+
+        The events are FrameParser's: ``(OP_TEXT, bytes)``, ``(OP_PING, bytes)``,
+        ``(OP_PONG, bytes)``, ``(OP_CLOSE, code or None, reason)``, and ``(OP_BINARY, bytes)``
+        for a binary message that is not a delivery. Raises the ProtocolError that ended the
+        stream, carrying the close code, after the events before it; then returns None.
+        """
+        if self._events:
+            return self._events.pop(0)
+        if self._error is not None:
+            error = self._error
+            self._error = None
+            raise error
+        return None
