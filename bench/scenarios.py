@@ -56,4 +56,9 @@ SCENARIOS: list[Scenario] = [
     Scenario("join-storm", "5,000 members joining 1,000 rooms at once, 100 connects in flight",
              ["--rooms", "1000", "--members", "5", "--idle", "--warmup", "0", "--duration", "1",
               "--concurrency", "100"], kind="join"),
+    # For --workers: the relay and a two-process generator share both cores (run it with
+    # --server-core 0,1 --generator-core 0,1 and the kinds pugfast-cython,pugfast-workers2).
+    Scenario("room10-shared", "rooms of 10, lockstep bursts of 3, relay and a two-process "
+             "generator sharing every core: deliveries per second by worker count",
+             ["--rooms", "120", "--members", "10", *LOCKSTEP, "--procs", "2"], kind="shared"),
 ]
