@@ -31,8 +31,9 @@ many deliveries the read held, and none per round.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterable
-from typing import cast
+from typing import Any, cast
 
 from ._frames import OP_BINARY, BytesLike, Event, FrameParser, encode_frame
 from .bench.histogram import BUCKETS, Histogram
@@ -280,10 +281,13 @@ class DeliverySink:
 
     ``feed`` takes the bytes the relay sent and counts every delivery of the generator's
     messages into the tally at once; ``next_event`` hands out the other events in order.
-    ``lockstep``, when set, is told how many deliveries each ``feed`` counted.
+    ``lockstep``, when set, is told how many deliveries each ``feed`` counted. Once the
+    handshake is over the sink becomes the transport's protocol (``transport.set_protocol``),
+    so the event loop hands each read straight to it; ``protocol`` (the member) gets
+    ``on_events``, ``eof_received`` and ``connection_lost``.
     """
 
-    __slots__ = ("_error", "_events", "_expect", "_parser", "_tally", "lockstep")
+    __slots__ = ("_error", "_events", "_expect", "_parser", "_tally", "lockstep", "protocol")
 
     def __init__(self, tally: DeliveryTally, max_message_bytes: int) -> None:
         """Raises ValueError if ``max_message_bytes`` is negative."""
@@ -296,6 +300,31 @@ class DeliverySink:
         # The sequence number expected next from each sender, indexed by member id.
         self._expect: list[int] = []
         self.lockstep: Lockstep | None = None
+        self.protocol: Any = None
+
+    # -- as the transport's protocol, once the handshake is over ----------------------------
+
+    def data_received(self, data: BytesLike) -> None:
+        """The relay's bytes, fed as they arrive; ``protocol`` hears ``on_events()`` only
+        when there are events other than deliveries."""
+        self.feed(data, time.monotonic_ns())
+        if self._events or self._error is not None:
+            self.protocol.on_events()
+
+    def eof_received(self) -> bool | None:
+        return cast("bool | None", self.protocol.eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.protocol.connection_lost(exc)
+
+    def connection_made(self, transport: object) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
 
     def feed(self, data: BytesLike, now_ns: int) -> int:
         """Takes the bytes that arrived at ``now_ns``; returns how many deliveries they completed.

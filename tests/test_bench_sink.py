@@ -525,3 +525,60 @@ def test_a_split_changes_nothing_at_one_time(
     if len(data) <= 64:
         single = run(impl, [data[i : i + 1] for i in range(len(data))], [now] * len(data), window)
         assert single._replace(returned=[sum(single.returned)]) == whole
+
+
+# -- the sink as the transport's protocol ----------------------------------------------------------
+
+class Member:
+    """Stands in for the bench's member: records what the sink passes on."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.events: list[tuple[Any, ...]] = []
+        self.calls: list[str] = []
+
+    def on_events(self) -> None:
+        self.calls.append("on_events")
+        try:
+            while (event := self.sink.next_event()) is not None:
+                self.events.append(event)
+        except ProtocolError as exc:
+            self.events.append(("error", exc.code))
+
+    def eof_received(self) -> bool:
+        self.calls.append("eof")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.calls.append(f"lost {exc!r}")
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_as_a_protocol_it_counts_at_the_time_of_arrival_and_passes_on_only_the_rest(impl: Any) -> None:
+    import time
+
+    tally = impl.DeliveryTally()
+    sink = impl.DeliverySink(tally, LIMIT)
+    member = sink.protocol = Member(sink)
+    before = time.monotonic_ns()
+    tally.window_start, tally.window_end = before - 10**9, before + 10**12
+    sink.data_received(relayed(1, before - 5000, 0) + relayed(2, before - 5000, 0))
+    after = time.monotonic_ns()
+    assert member.calls == []  # deliveries alone: the member hears nothing
+    assert counters(tally)[:3] == (2, 2, 2)
+    hist = Histogram()
+    tally.drain_into(hist)
+    # Stamped with the clock time.monotonic_ns() reads, between the two readings around it.
+    assert 5000 <= hist.min <= hist.max <= after - before + 5000
+    sink.data_received(frame(TEXT, b'{"type":"join"}') + relayed(1, before, 1))
+    assert member.calls == ["on_events"]
+    assert member.events == [(TEXT, b'{"type":"join"}')]
+    assert counters(tally)[0] == 3
+    sink.data_received(bytes([0x82, 0x7F]) + (1 << 63).to_bytes(8, "big"))  # a broken frame
+    assert member.calls == ["on_events", "on_events"] and member.events[-1][0] == "error"
+    assert sink.eof_received() is False
+    sink.connection_lost(None)
+    sink.connection_made(None)
+    sink.pause_writing()
+    sink.resume_writing()
+    assert member.calls[2:] == ["eof", "lost None"]

@@ -12,6 +12,7 @@
 # complete the next one is written from here. Python sees the frames that are not deliveries.
 
 from libc.string cimport memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 cdef extern from *:
     """
@@ -52,6 +53,13 @@ cdef inline void _store_be(unsigned char* p, unsigned long long value, int n) no
     cdef int i
     for i in range(n):
         p[i] = <unsigned char>(value >> (8 * (n - 1 - i)))
+
+
+cdef inline long long _monotonic_ns() noexcept nogil:
+    """time.monotonic_ns(), which is CLOCK_MONOTONIC on Linux."""
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <long long>now.tv_sec * 1000000000 + now.tv_nsec
 
 
 cdef inline Py_ssize_t _bucket(long long value) noexcept nogil:
@@ -279,7 +287,10 @@ cdef class DeliverySink:
 
     ``feed`` takes the bytes the relay sent and counts every delivery of the generator's
     messages into the tally at once; ``next_event`` hands out the other events in order.
-    ``lockstep``, when set, is told how many deliveries each ``feed`` counted.
+    ``lockstep``, when set, is told how many deliveries each ``feed`` counted. Once the
+    handshake is over the sink becomes the transport's protocol (``transport.set_protocol``),
+    so the event loop hands each read straight to compiled code; ``protocol`` (the member)
+    gets ``on_events``, ``eof_received`` and ``connection_lost``.
     """
 
     def __cinit__(self):
@@ -295,6 +306,30 @@ cdef class DeliverySink:
     def __dealloc__(self):
         free(self._expect)
 
+    # -- as the transport's protocol, once the handshake is over ----------------------------
+
+    def data_received(self, data):
+        """The relay's bytes, fed as they arrive, with no Python in between; ``protocol``
+        hears ``on_events()`` only when there are events other than deliveries."""
+        self._feed(data, _monotonic_ns())
+        if self._events or self._error is not None:
+            self.protocol.on_events()
+
+    def eof_received(self):
+        return self.protocol.eof_received()
+
+    def connection_lost(self, exc):
+        self.protocol.connection_lost(exc)
+
+    def connection_made(self, transport):
+        pass
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
     def feed(self, data, long long now_ns):
         """Takes the bytes that arrived at ``now_ns``; returns how many deliveries they completed.
 
@@ -305,6 +340,9 @@ cdef class DeliverySink:
         stream ended are ignored. Raises TypeError if ``data`` is not a bytes-like object,
         ValueError if ``now_ns`` is negative, and what the lockstep's writes raise.
         """
+        return self._feed(data, now_ns)
+
+    cdef Py_ssize_t _feed(self, data, long long now_ns) except -1:
         cdef FrameParser parser = self._parser
         cdef Py_buffer view
         cdef Py_ssize_t received = 0

@@ -186,6 +186,8 @@ cdef class Lockstep:
 
 cdef class DeliverySink:
     cdef public Lockstep lockstep
+    # The member it reads for, told of everything that is not a delivery.
+    cdef public object protocol
     cdef FrameParser _parser
     cdef DeliveryTally _tally
     # The events that were not deliveries, and the error that ended the stream, not yet taken.
@@ -195,6 +197,7 @@ cdef class DeliverySink:
     cdef unsigned long long* _expect
     cdef Py_ssize_t _senders
 
+    cdef Py_ssize_t _feed(self, data, long long now_ns) except -1
     cdef bint _account(self, const unsigned char* p, Py_ssize_t n, long long now,
                        bint arrived_in_window) except -1
     cdef int _grow(self, Py_ssize_t sender) except -1

@@ -107,12 +107,17 @@ class Member(asyncio.Protocol):
         self.room.lost(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.head is not None:
-            data = self._read_response(data)
-            if not data:
-                return
+        # Only the handshake comes here: then the sink reads for this member (on_events).
+        rest = self._read_response(data)
+        if self.head is None and self.transport is not None and not self.transport.is_closing():
+            self.sink.protocol = self
+            self.transport.set_protocol(self.sink)
+            if rest:
+                self.sink.data_received(rest)
+
+    def on_events(self) -> None:
+        """What the sink found that is not a delivery: control messages, or a broken frame."""
         sink = self.sink
-        sink.feed(data, time.monotonic_ns())
         try:
             while (event := sink.next_event()) is not None:
                 self._control(event)
