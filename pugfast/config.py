@@ -168,7 +168,7 @@ def _describe(option: Option) -> str:
     if option.kind == "origin":
         return "an origin such as https://chat.example.org (scheme, host and optional port)"
     if option.kind == "workers":
-        return f"'auto' or a whole number from {int(option.low)} to {int(option.high)}"
+        return f"'auto' or a whole number from {option.low:g} to {option.high:g}"
     if option.kind == "node":
         return "one character of A-Z, a-z, 0-9, - or _"
     if option.kind == "hostport":
@@ -181,7 +181,7 @@ def _convert(option: Option, raw: str) -> Any:
     text = raw.strip()
     if kind == "workers":
         if text.lower() == "auto":
-            return max(1, min(_usable_cores(), int(option.high)))
+            return max(1, min(_usable_cores(), int(option.high or 1)))
         kind = "int"
     if kind == "node":
         if len(text) != 1 or not re.fullmatch(r"[A-Za-z0-9_-]", text):

@@ -65,20 +65,21 @@ class Relay:
         loop = asyncio.get_running_loop()
         link = self.link
         if link is None:
-            self.gateway = Gateway(s, loop, ids=RoomIds(s.node))
+            gateway = Gateway(s, loop, ids=RoomIds(s.node))
         else:
-            self.gateway = Gateway(
+            gateway = Gateway(
                 s, loop, ids=RoomIds(s.node, link.index, link.workers),
                 token_key=link.token_key, claim_token=link.claim_token,
             )
+        self.gateway = gateway
         # No access log: it would name rooms (in paths) and addresses.
         self._runner = web.AppRunner(
-            make_app(self.gateway), access_log=None, handle_signals=False, shutdown_timeout=1.0
+            make_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        self._sweeper = loop.create_task(self.gateway.sweep_forever())
+        self._sweeper = loop.create_task(gateway.sweep_forever())
         if link is not None:
-            link.start(loop, self._adopt, lambda: snapshot(self.gateway), self._on_link_lost)
+            link.start(loop, self._adopt, lambda: snapshot(gateway), self._on_link_lost)
             log.debug("worker %d of %d ready (engine: %s)", link.index + 1, link.workers,
                       IMPLEMENTATION)
             return

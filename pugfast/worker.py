@@ -154,6 +154,7 @@ def main(argv: list[str]) -> int:
         await stop.wait()
         await relay.stop()
 
+    loop: asyncio.AbstractEventLoop
     if settings.event_loop == "uvloop":
         import uvloop
 
