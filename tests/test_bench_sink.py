@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any, NamedTuple
 
+import engines
 import pytest
 from engines import NOT_BUILT, c_impl
 from hypothesis import given, settings
@@ -38,18 +39,8 @@ MASK = b"\x5a\xa5\x0f\xf0"
 def frame(opcode: int, payload: bytes, *, fin: bool = True, first: int | None = None,
           mask: bytes | None = None, wide: int = 0) -> bytes:
     """A frame; ``first`` overrides its first byte, ``wide`` forces a 16- or 64-bit length."""
-    n = len(payload)
-    head = bytes([first if first is not None else (0x80 if fin else 0) | opcode])
-    mask_bit = 0 if mask is None else 0x80
-    if wide == 64 or n > 0xFFFF:
-        head += bytes([mask_bit | 127]) + n.to_bytes(8, "big")
-    elif wide == 16 or n > 125:
-        head += bytes([mask_bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([mask_bit | n])
-    if mask is None:
-        return head + payload
-    return head + mask + frames.apply_mask(payload, mask)
+    built = engines.frame(opcode, payload, fin=fin, mask=mask, wide=wide)
+    return built if first is None else bytes([first]) + built[1:]
 
 
 def relayed(sender: int, sent_at: int, seq: int, *, pad: int = 4, wide: int = 0) -> bytes:

@@ -12,7 +12,7 @@ from itertools import pairwise
 from typing import Any, NamedTuple
 
 import pytest
-from engines import IMPLEMENTATIONS
+from engines import IMPLEMENTATIONS, frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,22 +22,6 @@ from pugfast.errors import ProtocolError
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 # Beyond 64 bytes, splitting at every offset costs more than it finds.
 SPLIT_EVERYWHERE_UP_TO = 64
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool, mask: bytes | None, wide: int = 0) -> bytes:
-    """Builds a frame; ``wide`` forces a 16- or 64-bit length field even for a short payload."""
-    n = len(payload)
-    mask_bit = 0 if mask is None else 0x80
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if wide == 64 or n > 0xFFFF:
-        head += bytes([mask_bit | 127]) + n.to_bytes(8, "big")
-    elif wide == 16 or n > 125:
-        head += bytes([mask_bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([mask_bit | n])
-    if mask is None:
-        return head + payload
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 class Stream(NamedTuple):
