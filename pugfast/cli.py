@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from . import __version__
 from .config import Settings, add_arguments, load_settings
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(settings: Settings) -> int:
     """Run the relay until SIGTERM or SIGINT; every member is then closed with 1001."""
     from .privacy import configure_logging, disable_core_dumps
-    from .server import Relay
+    from .server import Relay, run_on_event_loop
     from .supervisor import Supervisor
 
     disable_core_dumps()
@@ -103,19 +104,9 @@ def serve(settings: Settings) -> int:
         if isinstance(relay, Supervisor) and relay.failed:
             raise SystemExit(1)
 
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-    if settings.event_loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            print("pugfast serve: error: uvloop is not installed; use --event-loop asyncio",
-                  file=sys.stderr)
-            return 2
-        loop_factory = uvloop.new_event_loop
-    loop = loop_factory()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(run())
-    finally:
-        loop.close()
+    if settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        print("pugfast serve: error: uvloop is not installed; use --event-loop asyncio",
+              file=sys.stderr)
+        return 2
+    run_on_event_loop(settings.event_loop, run)
     return 0

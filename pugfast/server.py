@@ -11,7 +11,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -33,6 +33,22 @@ BACKLOG = 4096
 
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def run_on_event_loop(event_loop: str, main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main()`` to completion on a new loop of the kind ``--event-loop`` names, then
+    close the loop. Raises ImportError when uvloop is asked for and not installed."""
+    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
+    if event_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    loop = factory()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
 
 
 class Relay:

@@ -137,7 +137,7 @@ class WorkerLink:
 def main(argv: list[str]) -> int:
     """``python -m pugfast.worker FD``: run one worker; only the supervisor starts this."""
     from .privacy import configure_logging, disable_core_dumps
-    from .server import Relay
+    from .server import Relay, run_on_event_loop
 
     disable_core_dumps()
     sys.dont_write_bytecode = True
@@ -154,18 +154,8 @@ def main(argv: list[str]) -> int:
         await stop.wait()
         await relay.stop()
 
-    loop: asyncio.AbstractEventLoop
-    if settings.event_loop == "uvloop":
-        import uvloop
-
-        loop = uvloop.new_event_loop()
-    else:
-        loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(run())
-    finally:
-        loop.close()
+    # The supervisor already found the loop it was told to use.
+    run_on_event_loop(settings.event_loop, run)
     return 0
 
 
