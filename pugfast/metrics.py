@@ -90,21 +90,17 @@ def render(snap: Snapshot, workers: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
-def metrics_response(text: str) -> web.Response:
-    return web.Response(
-        body=text.encode(),
-        headers={
-            "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
-            "Cache-Control": "no-store",
-        },
-    )
-
-
 def make_metrics_app(source: Callable[[], Awaitable[str]]) -> web.Application:
     """An application serving ``/metrics`` with the text ``source`` gives at each scrape."""
 
     async def metrics(request: web.Request) -> web.Response:
-        return metrics_response(await source())
+        return web.Response(
+            body=(await source()).encode(),
+            headers={
+                "Content-Type": "text/plain; version=0.0.4; charset=utf-8",
+                "Cache-Control": "no-store",
+            },
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -30,7 +30,6 @@ import base64
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -90,7 +89,6 @@ class Member(asyncio.Protocol):
         self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Its messages when it sends on its own (open loop); in lockstep its room sends for it.
         self.source = MessageSource(room.payload_bytes, self.mask)
-        self.on_welcome: Callable[[Member], None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
