@@ -8,6 +8,7 @@ import socket
 import struct
 
 import pytest
+from protocol_helpers import wait_until
 from support import RawClient, client_frame, running_relay
 
 from pugfast import speedups
@@ -115,6 +116,57 @@ async def test_a_member_that_never_reads_is_cut_off_and_the_others_get_everythin
         assert len(live.members) == 2
         # The reader was told the stalled member left.
         assert texts == [b'{"type":"leave","member":{"id":3,"name":"%s"}}' % names[3].encode()]
+
+async def test_a_prompt_reader_is_not_cut_off_for_the_size_of_one_burst() -> None:
+    # Four 32 KiB messages relayed from one read queue 128 KiB for each recipient within one
+    # loop iteration, twice the bound; only the member whose socket stops taking bytes is a
+    # slow consumer (PROTOCOL.md §3.4).
+    bound = 64 * 1024
+    async with running_relay(rate_limit=0, max_buffered_bytes=bound) as r:
+        room = await r.create_room(capacity=3)
+        stalled, _ = await r.member(room)
+        sender, _ = await r.member(room)
+        reader, _ = await r.member(room)
+        stalled.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled_conn = next(c for c in r.gateway.connections if c.member_id == 1)
+        stalled_conn.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+        )
+        assert (await sender.recv_json())["type"] == "join"
+        payloads = [bytes([i]) * (32 * 1024) for i in range(4)]
+        sender.send(b"".join(client_frame(2, p) for p in payloads))
+        await sender.writer.drain()
+        got = await asyncio.wait_for(read_binary(reader, 4), 10)
+        assert got == [(2, p) for p in payloads]
+        # The member that never read is gone: closed with 4503, or its connection dropped.
+        await wait_until(lambda: len(r.gateway.connections) == 2, timeout=5)
+        assert r.gateway.flusher.slow_consumers == 1
+        assert stalled_conn.close_code == 4503
+        assert len(r.gateway.registry.get(room["room"]).members) == 2
+
+
+async def test_twenty_simultaneous_64_kib_messages_reach_every_reader() -> None:
+    # Twenty members sending 64 KiB each at once queue 1.25 MiB for every recipient within
+    # one iteration, past the default 1 MiB bound; readers that keep up get all of it.
+    async with running_relay(rate_limit=0) as r:
+        room = await r.create_room(capacity=21)
+        members = [(await r.member(room))[0] for _ in range(21)]
+        for i, client in enumerate(members):
+            for _ in range(20 - i):  # the joins after this member's own
+                assert (await client.recv_json())["type"] == "join"
+        payloads = [bytes([i]) * 65536 for i in range(20)]
+        frames = [client_frame(2, p) for p in payloads]
+        for client, frame in zip(members[:20], frames, strict=True):
+            client.send(frame)
+        got = await asyncio.gather(
+            *(asyncio.wait_for(read_binary(c, 19 if i < 20 else 20), 20) for i, c in enumerate(members))
+        )
+        for i, received in enumerate(got):
+            expected = {(j + 1, payloads[j]) for j in range(20) if j != i}
+            assert set(received) == expected, i
+        assert r.gateway.flusher.slow_consumers == 0
+        assert len(r.gateway.connections) == 21
+
 
 def test_selector_reports_the_active_engine() -> None:
     import os

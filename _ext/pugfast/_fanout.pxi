@@ -278,10 +278,19 @@ cdef class Connection:
             # The cached backlog only ever overstates what the transport holds; ask it.
             self._backlog = self.transport.get_write_buffer_size()
             if self._out_len + self._backlog > self._max_buffered:
-                self._drop_slow_consumer()
+                self._write_early()
                 return 0
         if not self._dirty:
             self._flusher._mark(self)
+        return 0
+
+    cdef int _write_early(self) except -1:
+        # See _write_early in pugfast/_fanout.py: past the bound within one iteration, write
+        # now and judge by what the transport could not take.
+        self._write_pending()
+        self._backlog = self.transport.get_write_buffer_size()
+        if self._backlog > self._max_buffered:
+            self._drop_slow_consumer()
         return 0
 
     cdef int _queue_bytes(self, bytes frame) except -1:
@@ -327,23 +336,26 @@ cdef class Connection:
             self._flusher._mark(self)
         return 0
 
+    cdef int _write_pending(self) except -1:
+        cdef bytes pending = PyBytes_FromStringAndSize(<const char*>self._out, self._out_len)
+        self._out_len = 0
+        # Only members that receive relayed messages keep a buffer between flushes: one that
+        # got notices alone (a welcome, a join, a ping) is probably quiet, so it gives it
+        # back. Since a quiet member is pinged, every idle connection ends up holding none.
+        if self._out_cap > _KEEP_OUTPUT or not self._relayed:
+            free(self._out)
+            self._out = NULL
+            self._out_cap = 0
+        self._relayed = False
+        self._flusher.frames += self._frames
+        self._flusher.writes += 1
+        self._frames = 0
+        self.transport.write(pending)
+        return 0
+
     cdef int _flush(self) except -1:
-        cdef bytes pending
         if self._out_len and not self._aborted:
-            pending = PyBytes_FromStringAndSize(<const char*>self._out, self._out_len)
-            self._out_len = 0
-            # Only members that receive relayed messages keep a buffer between flushes: one that
-            # got notices alone (a welcome, a join, a ping) is probably quiet, so it gives it
-            # back. Since a quiet member is pinged, every idle connection ends up holding none.
-            if self._out_cap > _KEEP_OUTPUT or not self._relayed:
-                free(self._out)
-                self._out = NULL
-                self._out_cap = 0
-            self._relayed = False
-            self._flusher.frames += self._frames
-            self._flusher.writes += 1
-            self._frames = 0
-            self.transport.write(pending)
+            self._write_pending()
             if self.closing:
                 self._end_output()
             else:

@@ -107,7 +107,7 @@ cdef class Connection:
     cdef Py_ssize_t _backlog
     cdef Py_ssize_t _max_buffered
     cdef bint _dirty
-    # Whether a relayed message was queued since the last flush (see _flush).
+    # Whether a relayed message was queued since the last flush (see _write_pending).
     cdef bint _relayed
     cdef bint _notified
     cdef bint _aborted
@@ -123,6 +123,8 @@ cdef class Connection:
     cdef int _append(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _queue(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _queue_bytes(self, bytes frame) except -1
+    cdef int _write_early(self) except -1
+    cdef int _write_pending(self) except -1
     cdef int _drop_slow_consumer(self) except -1
     cdef int _flush(self) except -1
     cdef int _end_output(self) except -1

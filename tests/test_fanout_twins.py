@@ -1,0 +1,135 @@
+"""Both engines' ``Connection`` held to the same output behaviour, each on a real transport
+(a socket pair served by the running event loop): the same frames queued give the same bytes
+on the wire, the same counters and the same close, for a peer that reads and one that does
+not. The relay-level tests in test_fanout.py run on whichever engine the suite selected."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from engines import NOT_BUILT, c_impl
+
+import pugfast._fanout as py_fanout
+from pugfast._frames import OP_BINARY, encode_frame
+
+FANOUTS = [
+    pytest.param(py_fanout, id="py"),
+    pytest.param(c_impl, id="c", marks=pytest.mark.skipif(c_impl is None, reason=NOT_BUILT)),
+]
+
+
+class Session:
+    def __init__(self) -> None:
+        self.closed = 0
+        self.lost = 0
+
+    def on_text(self, conn: Any, payload: bytes) -> None:
+        raise AssertionError("no text is sent in these tests")
+
+    def on_closed(self, conn: Any) -> None:
+        self.closed += 1
+
+    def on_lost(self, conn: Any) -> None:
+        self.lost += 1
+
+
+class Host(asyncio.Protocol):
+    """Hands the transport's bytes and end to the engine connection, as the relay does."""
+
+    conn: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.feed_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.feed_eof()
+
+
+async def queue_and_read(impl: Any, *, bound: int, frames: list[bytes], reads: bool) -> dict[str, Any]:
+    """Queue ``frames`` in one go on a connection whose peer reads everything, or nothing
+    (small socket buffers on both ends); report what the peer got and what the engine did."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    if not reads:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    transport, host = await loop.connect_accepted_socket(Host, ours)
+    session = Session()
+    flusher = impl.Flusher(loop.call_soon)
+    conn = impl.Connection(
+        transport, session, flusher, max_message_bytes=1 << 20, max_buffered_bytes=bound,
+        rate=0.0, burst=0, clock=loop.time,
+    )
+    host.conn = conn
+    for frame in frames:
+        conn.send_frame(frame)
+    theirs.setblocking(False)
+    received = bytearray()
+    expected = sum(map(len, frames))
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if reads:
+            try:
+                while chunk := theirs.recv(1 << 20):
+                    received += chunk
+            except BlockingIOError:
+                pass
+        if (reads and len(received) >= expected) or (not reads and session.lost):
+            break
+    result = {
+        "received": bytes(received),
+        "close_code": conn.close_code,
+        "closed": session.closed,
+        "frames": flusher.frames,
+        "writes": flusher.writes,
+        "slow_consumers": flusher.slow_consumers,
+    }
+    transport.abort()
+    theirs.close()
+    await asyncio.sleep(0)
+    return result
+
+
+BURST = [encode_frame(OP_BINARY, bytes([i]) * 32768) for i in range(4)]
+
+
+@pytest.mark.parametrize("impl", FANOUTS)
+async def test_a_burst_past_the_bound_reaches_a_peer_that_reads(impl: Any) -> None:
+    result = await queue_and_read(impl, bound=65536, frames=BURST, reads=True)
+    assert result == {
+        "received": b"".join(BURST),
+        "close_code": 0,
+        "closed": 0,
+        "frames": 4,
+        # The bound was passed at the third frame: the first three left early, the fourth
+        # at the end of the iteration.
+        "writes": 2,
+        "slow_consumers": 0,
+    }
+
+
+@pytest.mark.parametrize("impl", FANOUTS)
+async def test_a_peer_that_does_not_read_is_cut_off(impl: Any) -> None:
+    frames = BURST * 8
+    result = await queue_and_read(impl, bound=65536, frames=frames, reads=False)
+    assert result["close_code"] == 4503
+    assert result["slow_consumers"] == 1
+    assert result["closed"] == 1
+
+
+async def test_both_engines_write_and_cut_alike() -> None:
+    if c_impl is None:
+        pytest.skip(NOT_BUILT)
+    for frames, reads in ((BURST, True), (BURST * 8, False), (BURST[:1], True)):
+        py = await queue_and_read(py_fanout, bound=65536, frames=frames, reads=reads)
+        c = await queue_and_read(c_impl, bound=65536, frames=frames, reads=reads)
+        if not reads:
+            # How much a full socket took before the cut is the kernel's to decide.
+            py.pop("received"), c.pop("received")
+        assert py == c
