@@ -62,9 +62,12 @@ def origin_allowed(origin: str | None, allowed: str | None, scheme: str, host: s
     """Whether a request's Origin header may open a WebSocket (PROTOCOL.md §3).
 
     A request without Origin (not from a browser) is allowed. Otherwise it must equal the
-    configured origin, or, when none is configured, the request's own scheme and host.
+    configured origin, or, when none is configured, the request's own scheme and host. The
+    comparison is exact but for case, which scheme and host ignore (the port is digits). A
+    serialized origin has no path (RFC 6454 §6.2), so ``http://host:port/`` is not one: it
+    is refused, as are ``null`` and an empty value.
     """
     if origin is None:
         return True
     expected = allowed if allowed is not None else f"{scheme}://{host}"
-    return origin.strip().lower().rstrip("/") == expected.lower()
+    return origin.lower() == expected.lower()

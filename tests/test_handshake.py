@@ -49,6 +49,16 @@ def test_bad_upgrades_are_refused(change: dict[str, str], status: int) -> None:
         ("https://chat.example.org", "https://chat.example.org", True),
         ("http://relay.test:3000", "https://chat.example.org", False),
         ("null", None, False),
+        ("", None, False),
+        ("http://relay.test:3000/", None, False),
+        ("http://relay.test", None, False),
+        ("ws://relay.test:3000", None, False),
+        ("http://relay.test:30000", None, False),
+        ("http://relay.test:3000.evil.example", None, False),
+        (" http://relay.test:3000", None, False),
+        ("HTTP://Relay.Test:3000", None, True),
+        ("HTTPS://CHAT.example.org", "https://chat.example.org", True),
+        ("https://chat.example.org/", "https://chat.example.org", False),
     ],
 )
 def test_origin_must_match_the_configured_or_own_origin(origin, allowed, ok) -> None:

@@ -478,6 +478,11 @@ REFUSED = [
     ("https_origin", {"Origin": "https://127.0.0.1:PORT"}, 403, "origin_not_allowed"),
     ("null_origin", {"Origin": "null"}, 403, "origin_not_allowed"),
     ("suffix_origin", {"Origin": "http://127.0.0.1:PORT.evil.example"}, 403, "origin_not_allowed"),
+    ("trailing_slash_origin", {"Origin": "http://127.0.0.1:PORT/"}, 403, "origin_not_allowed"),
+    ("empty_origin", {"Origin": ""}, 403, "origin_not_allowed"),
+    ("portless_origin", {"Origin": "http://127.0.0.1"}, 403, "origin_not_allowed"),
+    ("ws_scheme_origin", {"Origin": "ws://127.0.0.1:PORT"}, 403, "origin_not_allowed"),
+    ("path_origin", {"Origin": "http://127.0.0.1:PORT/r"}, 403, "origin_not_allowed"),
 ]
 
 
@@ -534,6 +539,8 @@ async def test_allowed_origin_setting_is_enforced() -> None:
         room = await r.create_room()
         for origin, status in (
             ("https://chat.example.org", 101),
+            ("HTTPS://Chat.Example.ORG", 101),
+            ("https://chat.example.org/", 403),
             (f"http://127.0.0.1:{r.port}", 403),
             ("http://chat.example.org", 403),
             ("https://chat.example.org:8443", 403),
