@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .allowance import CONNECTIONS, ROOMS
 from .gateway import Gateway
 from .handshake import HandshakeError, check_upgrade, origin_allowed
 from .pow import ChallengeError, valid_nonce, valid_token_text
@@ -203,16 +204,19 @@ async def create_room(request: web.Request) -> web.Response:
     ttl = _optional_int(body, "ttl", s.ttl_default, s.ttl_min, s.ttl_max)
     capacity = _optional_int(body, "capacity", s.capacity_default, s.capacity_min, s.capacity_max)
     try:
-        gateway.issuer.check(token, nonce, gateway.clock())
+        await gateway.check_challenge(token, nonce)
     except ChallengeError as exc:
         gateway.pow_failures[exc.code] += 1
         return json_error(exc.status, exc.code, exc.message)
-    if len(gateway.registry) >= s.max_rooms:
+    if not await gateway.reserve(ROOMS):
         return json_error(503, "at_capacity", "this relay has as many rooms as it can hold")
-    if not await gateway.claim_token(token):
-        gateway.pow_failures["challenge_used"] += 1
-        return json_error(409, "challenge_used", "this challenge was already used")
-    room, secret = gateway.create_room(ttl, capacity)
+    try:
+        if not await gateway.claim_token(token):
+            gateway.pow_failures["challenge_used"] += 1
+            return json_error(409, "challenge_used", "this challenge was already used")
+        room, secret = gateway.create_room(ttl, capacity)
+    finally:
+        gateway.unreserve(ROOMS)
     return json_response(
         {
             "room": room.id,
@@ -236,18 +240,21 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return json_error(exc.status, exc.code, exc.message, exc.headers)
     if not origin_allowed(request.headers.get("Origin"), s.allowed_origin, request.scheme, request.host):
         return json_error(403, "origin_not_allowed", "this origin may not open a WebSocket here")
-    if len(gateway.connections) >= s.max_connections:
+    if not await gateway.reserve(CONNECTIONS):
         return json_error(503, "at_capacity", "this relay has as many connections as it can hold")
-    transport = request.transport
-    if transport is None:
-        raise ConnectionResetError("connection lost before the upgrade")
-    response = web.StreamResponse(
-        status=101,
-        headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept},
-    )
-    response.force_close()
-    await response.prepare(request)
-    conn, session = gateway.open_connection(transport, request.match_info["room"])
+    try:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("connection lost before the upgrade")
+        response = web.StreamResponse(
+            status=101,
+            headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Accept": accept},
+        )
+        response.force_close()
+        await response.prepare(request)
+        conn, session = gateway.open_connection(transport, request.match_info["room"])
+    finally:
+        gateway.unreserve(CONNECTIONS)
     # From here on aiohttp passes every byte of this connection to the engine, starting with
     # any it had already read past the request head.
     request.protocol.set_parser(conn)

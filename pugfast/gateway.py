@@ -12,13 +12,13 @@ import hmac
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from .allowance import CONNECTIONS, ROOMS, Allowance
 from .config import Settings
-from .pow import ChallengeIssuer
+from .pow import ChallengeError, ChallengeIssuer
 from .registry import Member, Registry, Room, RoomIds, secret_digest
 from .speedups import OP_TEXT, Connection, Flusher, Group, encode_frame
 
@@ -72,6 +72,14 @@ class Session:
             self.lost.set_result(None)
 
 
+class Shared(Protocol):
+    """What the workers of ``--workers N`` share through their supervisor (pugfast.worker)."""
+
+    async def token_spent(self, token: str) -> bool: ...
+    async def claim_token(self, token: str) -> bool: ...
+    async def acquire(self, kind: str) -> int: ...
+
+
 class Gateway:
     """Owns the registry, the challenge issuer and every open connection of one relay."""
 
@@ -82,16 +90,24 @@ class Gateway:
         *,
         ids: RoomIds | None = None,
         token_key: bytes | None = None,
-        claim_token: Callable[[str], Awaitable[bool]] | None = None,
+        shared: Shared | None = None,
+        allowance: dict[str, int] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = Registry(ids)
         self.issuer = ChallengeIssuer(settings.pow_difficulty, key=token_key)
-        # With --workers, the supervisor keeps the one set of spent tokens.
-        self._claim_token = claim_token
+        # With --workers, the supervisor keeps the one set of spent tokens and the caps.
+        self._shared = shared
         self.flusher = Flusher(loop.call_soon)
         # Every WebSocket connection until its TCP connection is gone, closing ones included.
         self.connections: set[Connection] = set()
+        # What this relay may hold under --max-rooms and --max-connections: all of it, or, as
+        # a worker, what the supervisor granted (``allowance``), and more when it asks.
+        limits = allowance or {ROOMS: settings.max_rooms, CONNECTIONS: settings.max_connections}
+        self.allowances = {
+            ROOMS: Allowance(ROOMS, limits[ROOMS], self.registry.__len__),
+            CONNECTIONS: Allowance(CONNECTIONS, limits[CONNECTIONS], self.connections.__len__),
+        }
         self.clock = loop.time
         self._loop = loop
         # Aggregates for --metrics-listen: counts by reason, never by room or address.
@@ -103,13 +119,43 @@ class Gateway:
 
     # -- rooms ---------------------------------------------------------------------------
 
+    async def check_challenge(self, token: str, nonce: str) -> None:
+        """Check a challenge answer in PROTOCOL.md §1.2's order, across workers too: token
+        authentic and unexpired, unspent (here or at another worker), then the proof.
+
+        Raises ChallengeError (see ChallengeIssuer.check).
+        """
+        self.issuer.check_token(token, self.clock())
+        if self._shared is not None and await self._shared.token_spent(token):
+            raise ChallengeError(409, "challenge_used", "this challenge was already used")
+        self.issuer.check_proof(token, nonce)
+
     async def claim_token(self, token: str) -> bool:
         """Spend a checked challenge token: False if it was used already, here or at another
         worker."""
-        if self._claim_token is not None and not await self._claim_token(token):
+        if self._shared is not None and not await self._shared.claim_token(token):
             return False
         self.issuer.spend(token, self.clock())
         return True
+
+    async def reserve(self, kind: str) -> bool:
+        """Hold one slot under the relay-wide cap ``kind`` (ROOMS or CONNECTIONS) for something
+        about to be made; False when the relay is full. ``unreserve`` once it exists or failed.
+        A worker asks its supervisor for more only when its own allowance is used up."""
+        allowance = self.allowances[kind]
+        if not allowance.available() and self._shared is not None:
+            allowance.limit += await self._shared.acquire(kind)
+        if not allowance.available():
+            return False
+        allowance.reserved += 1
+        return True
+
+    def unreserve(self, kind: str) -> None:
+        self.allowances[kind].reserved -= 1
+
+    def give_back(self, kind: str) -> int:
+        """The supervisor ran out of slots of ``kind``: give up the ones not in use."""
+        return self.allowances[kind].give_back()
 
     def create_room(self, ttl: int, capacity: int) -> tuple[Room, str]:
         """Make a room with its timer; return it and its secret (which is not kept)."""

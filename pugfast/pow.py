@@ -128,6 +128,15 @@ class ChallengeIssuer:
         that does not meet the difficulty, 410 ``challenge_expired``, 409 ``challenge_used``.
         The caller has already checked that ``nonce`` is well formed (``valid_nonce``).
         """
+        self.check_token(token, now)
+        self.check_proof(token, nonce)
+
+    def check_token(self, token: str, now: float) -> None:
+        """The first three checks of ``check``: authentic, unexpired, not spent here.
+
+        A worker of ``--workers N`` asks the supervisor whether the token was spent at another
+        worker between this and ``check_proof``, so the order holds across workers too.
+        """
         body, _, mac = token.rpartition(".")
         deadline_text = body.partition(".")[0]
         if not (mac and deadline_text.isdigit()) or not hmac.compare_digest(
@@ -139,6 +148,9 @@ class ChallengeIssuer:
         self.spent.forget_expired(now)
         if token in self.spent:
             raise ChallengeError(409, "challenge_used", "this challenge was already used")
+
+    def check_proof(self, token: str, nonce: str) -> None:
+        """The last check of ``check``: ``nonce`` solves ``token``."""
         if not solves(token, nonce, self.difficulty):
             raise ChallengeError(403, "bad_proof", "the nonce does not solve the challenge")
 

@@ -85,7 +85,7 @@ class Relay:
         else:
             gateway = Gateway(
                 s, loop, ids=RoomIds(s.node, link.index, link.workers),
-                token_key=link.token_key, claim_token=link.claim_token,
+                token_key=link.token_key, shared=link, allowance=link.allowance,
             )
         self.gateway = gateway
         # No access log: it would name rooms (in paths) and addresses.
@@ -95,7 +95,8 @@ class Relay:
         await self._runner.setup()
         self._sweeper = loop.create_task(gateway.sweep_forever())
         if link is not None:
-            link.start(loop, self._adopt, lambda: snapshot(gateway), self._on_link_lost)
+            link.start(loop, self._adopt, lambda: snapshot(gateway), gateway.give_back,
+                       self._on_link_lost)
             log.debug("worker %d of %d ready (engine: %s)", link.index + 1, link.workers,
                       IMPLEMENTATION)
             return

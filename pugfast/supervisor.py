@@ -11,7 +11,10 @@ The supervisor owns the listening socket and does three small jobs, none of them
   From then on the supervisor never sees a byte of that connection.
 - **Spend challenge tokens.** Workers share the key tokens are signed with, so a challenge from
   one worker is good at another; the one set of spent tokens is kept here, and a worker asks
-  before it creates a room.
+  whether a token is spent before it checks the proof, and spends it before it creates a room.
+- **Share out the caps.** ``--max-rooms`` and ``--max-connections`` are the relay's, wherever
+  rooms land: the supervisor grants them to workers in blocks and takes back unused slots
+  when it runs out (pugfast/allowance.py).
 - **Keep workers running.** A worker that dies takes its own rooms with it (their members see
   their connections end) and is started again; the other workers are untouched. SIGTERM or
   SIGINT stops listening, then stops every worker as a single relay stops (1001 to members).
@@ -26,7 +29,6 @@ import collections
 import dataclasses
 import itertools
 import logging
-import math
 import re
 import secrets
 import signal
@@ -41,12 +43,25 @@ import orjson
 from aiohttp import web
 
 from . import __version__
+from .allowance import CONNECTIONS, KINDS, ROOMS, Ledger
 from .config import Settings
 from .metrics import make_metrics_app, merge, render
 from .pow import SpentTokens
 from .registry import worker_of
 from .speedups import IMPLEMENTATION
-from .worker import CONNECTION, HELLO, MAX_MESSAGE, METRICS, READY, REQUEST_ID, TOKEN
+from .worker import (
+    ACQUIRE,
+    CONNECTION,
+    COUNT,
+    GIVE_BACK,
+    HELLO,
+    MAX_MESSAGE,
+    METRICS,
+    READY,
+    REQUEST_ID,
+    SPENT,
+    TOKEN,
+)
 
 log = logging.getLogger("pugfast.supervisor")
 
@@ -63,6 +78,9 @@ RESTART_BACKOFF = 1.0
 # After this many quick deaths in a row a worker is not going to start: give up, exit 1.
 MAX_QUICK_RESTARTS = 5
 METRICS_TIMEOUT = 2.0
+# How long the supervisor waits for workers to give back unused slots before it answers a
+# worker that asked for more with what it has.
+GIVE_BACK_TIMEOUT = 2.0
 # How long the workers may take to start before the relay gives up at start-up.
 START_TIMEOUT = 60.0
 _ROOM_UPGRADE = re.compile(rb"[A-Z]+ (?:[a-zA-Z]+://[^/ ]*)?/r/([A-Za-z0-9_-]{22})/ws[? ]")
@@ -103,6 +121,16 @@ class Supervisor:
         self.workers = [WorkerProcess(i) for i in range(settings.workers)]
         self._token_key = secrets.token_bytes(32)
         self._spent = SpentTokens()
+        n = settings.workers
+        self._ledgers = {
+            ROOMS: Ledger(settings.max_rooms, n),
+            CONNECTIONS: Ledger(settings.max_connections, n),
+        }
+        # Per cap: the workers asked to give back slots and not yet answered, the requests
+        # for more that wait on them, and the timer that stops waiting.
+        self._giving_back: dict[str, set[int]] = {kind: set() for kind in KINDS}
+        self._waiting: dict[str, list[tuple[WorkerProcess, bytes]]] = {kind: [] for kind in KINDS}
+        self._give_back_timers: dict[str, asyncio.TimerHandle] = {}
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._peeking: dict[int, tuple[socket.socket, asyncio.TimerHandle]] = {}
@@ -181,15 +209,12 @@ class Supervisor:
         s = self.settings
         n = len(self.workers)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # Each worker holds its share of the relay-wide limits.
-        share = dataclasses.replace(
-            s, max_rooms=math.ceil(s.max_rooms / n), max_connections=math.ceil(s.max_connections / n)
-        )
         hello = HELLO + orjson.dumps({
-            "settings": dataclasses.asdict(share),
+            "settings": dataclasses.asdict(s),
             "worker": worker.index,
             "workers": n,
             "token_key": self._token_key.hex(),
+            "allowance": {kind: ledger.grant(worker.index) for kind, ledger in self._ledgers.items()},
         })
         ours.send(hello)
         worker.process = subprocess.Popen(
@@ -217,6 +242,11 @@ class Supervisor:
 
     def _worker_gone(self, worker: WorkerProcess) -> None:
         self._close_channel(worker)
+        # Its rooms and connections are gone, and so is its claim on the caps.
+        for kind, ledger in self._ledgers.items():
+            ledger.forget(worker.index)
+            self._waiting[kind] = [(w, r) for w, r in self._waiting[kind] if w is not worker]
+            self._given_back(kind, worker.index, 0)
         if self._stopping:
             return
         assert self._loop is not None and worker.process is not None
@@ -364,13 +394,71 @@ class Supervisor:
             if kind == READY:
                 if worker.ready is not None and not worker.ready.done():
                     worker.ready.set_result(None)
+            elif kind == SPENT:
+                token = message[5:].decode("ascii")
+                self._spent.forget_expired(time.monotonic())
+                self._send(worker, SPENT + request + (b"\x01" if token in self._spent else b"\x00"))
             elif kind == TOKEN:
                 fresh = self._spent.add(message[5:].decode("ascii"), time.monotonic())
                 self._send(worker, TOKEN + request + (b"\x01" if fresh else b"\x00"))
+            elif kind == ACQUIRE:
+                self._acquire(worker, request, message[5:6].decode("ascii"))
+            elif kind == GIVE_BACK:
+                self._given_back(message[1:2].decode("ascii"), worker.index,
+                                 COUNT.unpack_from(message, 2)[0])
             elif kind == METRICS:
                 future = self._metrics.get(REQUEST_ID.unpack(request)[0])
                 if future is not None and not future.done():
                     future.set_result(orjson.loads(message[5:]))
+
+    # -- the relay-wide caps ---------------------------------------------------------------
+
+    def _acquire(self, worker: WorkerProcess, request: bytes, kind: str) -> None:
+        ledger = self._ledgers.get(kind)
+        if ledger is None:
+            return  # not a cap we know: the worker's question times out
+        if ledger.free or self._giving_back[kind]:
+            if not self._giving_back[kind]:
+                self._send(worker, ACQUIRE + request + COUNT.pack(ledger.grant(worker.index)))
+            else:
+                self._waiting[kind].append((worker, request))
+            return
+        # Nothing left to grant: take back what the other workers hold and do not use.
+        others = {w.index for w in self.workers if w is not worker and w.channel is not None}
+        if not others:
+            self._send(worker, ACQUIRE + request + COUNT.pack(0))
+            return
+        assert self._loop is not None
+        self._waiting[kind].append((worker, request))
+        self._giving_back[kind] = others
+        for index in others:
+            self._send(self.workers[index], GIVE_BACK + kind.encode("ascii"))
+        self._give_back_timers[kind] = self._loop.call_later(
+            GIVE_BACK_TIMEOUT, self._stop_waiting, kind
+        )
+
+    def _given_back(self, kind: str, index: int, count: int) -> None:
+        ledger = self._ledgers.get(kind)
+        if ledger is None:
+            return
+        ledger.returned(index, count)
+        pending = self._giving_back[kind]
+        if index in pending:
+            pending.discard(index)
+            if not pending:
+                self._stop_waiting(kind)
+
+    def _stop_waiting(self, kind: str) -> None:
+        """Answer every worker waiting for slots of ``kind`` from what is free now."""
+        self._giving_back[kind] = set()
+        timer = self._give_back_timers.pop(kind, None)
+        if timer is not None:
+            timer.cancel()
+        waiting, self._waiting[kind] = self._waiting[kind], []
+        ledger = self._ledgers[kind]
+        for worker, request in waiting:
+            if worker.channel is not None:
+                self._send(worker, ACQUIRE + request + COUNT.pack(ledger.grant(worker.index)))
 
     # -- metrics ---------------------------------------------------------------------------
 

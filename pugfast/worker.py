@@ -2,15 +2,22 @@
 
 The supervisor (pugfast/supervisor.py) starts each worker with one end of a socket pair of
 type SOCK_SEQPACKET, so every message arrives whole. Its first message is the hello: the
-settings, this worker's index, the number of workers and the key challenge tokens are signed
-with. After that the supervisor sends each connection it accepted for this worker (the socket
-itself, as SCM_RIGHTS) and answers the worker's questions. Message kinds, one byte each:
+settings, this worker's index, the number of workers, the key challenge tokens are signed with,
+and the worker's first allowance under the relay-wide caps (pugfast/allowance.py). After that
+the supervisor sends each connection it accepted for this worker (the socket itself, as
+SCM_RIGHTS) and answers the worker's questions. Message kinds, one byte each, then the fields:
 
     supervisor -> worker                    worker -> supervisor
     H  hello (JSON)                         R  ready: serving
-    C  a connection (its fd attached)       T  id(4) token: spend this token?
-    T  id(4) 1|0: the token was fresh       M  id(4) JSON: the metrics asked for
+    C  a connection (its fd attached)       Q  id(4) token: was this token spent?
+    Q  id(4) 1|0: it was spent              T  id(4) token: spend this token?
+    T  id(4) 1|0: the token was fresh       A  id(4) kind(1): more of this cap, please
+    A  id(4) n(4): n more slots             K  kind(1) n(4): n slots given back
+    K  kind(1): give back the slots         M  id(4) JSON: the metrics asked for
+       you do not use
     M  id(4): send your metrics
+
+A cap's kind is ``r`` (rooms) or ``c`` (connections).
 
 A worker owns the rooms whose ids it made (pugfast.registry.RoomIds). When the channel ends,
 the supervisor is gone, and the worker shuts down as on SIGTERM.
@@ -35,27 +42,39 @@ from .config import Settings
 
 log = logging.getLogger("pugfast.worker")
 
-HELLO, READY, CONNECTION, TOKEN, METRICS = b"H", b"R", b"C", b"T", b"M"
+HELLO, READY, CONNECTION, METRICS = b"H", b"R", b"C", b"M"
+SPENT, TOKEN, ACQUIRE, GIVE_BACK = b"Q", b"T", b"A", b"K"
 REQUEST_ID = struct.Struct(">I")
+COUNT = struct.Struct(">I")
 # A seqpacket message larger than this is not one of ours.
 MAX_MESSAGE = 65536
-# How long a worker waits for the supervisor's answer about a token.
-TOKEN_ANSWER_TIMEOUT = 5.0
+# How long a worker waits for the supervisor's answer to a question.
+ANSWER_TIMEOUT = 5.0
 
 
 class WorkerLink:
     """A worker's end of its control channel to the supervisor."""
 
-    def __init__(self, sock: socket.socket, index: int, workers: int, token_key: bytes) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        index: int,
+        workers: int,
+        token_key: bytes,
+        allowance: dict[str, int] | None = None,
+    ) -> None:
         self.sock = sock
         self.index = index
         self.workers = workers
         self.token_key = token_key
+        # The first slots granted under each relay-wide cap, by kind (pugfast.allowance).
+        self.allowance = allowance or {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._adopt: Callable[[socket.socket], None] = lambda conn: conn.close()
         self._metrics: Callable[[], Any] = dict
+        self._give_back: Callable[[str], int] = lambda kind: 0
         self._on_lost: Callable[[], None] = lambda: None
-        self._answers: dict[int, asyncio.Future[bool]] = {}
+        self._answers: dict[int, asyncio.Future[bytes]] = {}
         self._ids = itertools.count(1)
 
     @classmethod
@@ -68,7 +87,8 @@ class WorkerLink:
             raise RuntimeError("the supervisor sent no hello")
         hello = orjson.loads(message[1:])
         sock.setblocking(False)
-        link = cls(sock, hello["worker"], hello["workers"], bytes.fromhex(hello["token_key"]))
+        link = cls(sock, hello["worker"], hello["workers"], bytes.fromhex(hello["token_key"]),
+                   hello["allowance"])
         return Settings(**hello["settings"]), link
 
     def start(
@@ -76,12 +96,15 @@ class WorkerLink:
         loop: asyncio.AbstractEventLoop,
         adopt: Callable[[socket.socket], None],
         metrics: Callable[[], Any],
+        give_back: Callable[[str], int],
         on_lost: Callable[[], None],
     ) -> None:
-        """Hand each connection to ``adopt``; answer metrics with ``metrics()``; call
-        ``on_lost`` once the supervisor is gone."""
+        """Hand each connection to ``adopt``; answer metrics with ``metrics()`` and a request
+        to give back unused slots of a cap with ``give_back(kind)``; call ``on_lost`` once the
+        supervisor is gone."""
         self._loop = loop
         self._adopt, self._metrics, self._on_lost = adopt, metrics, on_lost
+        self._give_back = give_back
         loop.add_reader(self.sock.fileno(), self._readable)
         self.sock.send(READY)
 
@@ -94,15 +117,27 @@ class WorkerLink:
             if not answer.done():
                 answer.cancel()
 
+    async def token_spent(self, token: str) -> bool:
+        """Ask the supervisor whether ``token`` was spent, at any worker; spend nothing."""
+        return await self._ask(SPENT, token.encode("ascii")) == b"\x01"
+
     async def claim_token(self, token: str) -> bool:
         """Ask the supervisor to spend ``token``: True if nobody had used it yet."""
+        return await self._ask(TOKEN, token.encode("ascii")) == b"\x01"
+
+    async def acquire(self, kind: str) -> int:
+        """Ask the supervisor for more slots of the cap ``kind``; return how many it granted
+        (0 when the relay is full)."""
+        return int(COUNT.unpack(await self._ask(ACQUIRE, kind.encode("ascii")))[0])
+
+    async def _ask(self, kind: bytes, question: bytes) -> bytes:
         assert self._loop is not None
         request = next(self._ids)
         answer = self._loop.create_future()
         self._answers[request] = answer
         try:
-            self.sock.send(TOKEN + REQUEST_ID.pack(request) + token.encode("ascii"))
-            return await asyncio.wait_for(answer, TOKEN_ANSWER_TIMEOUT)
+            self.sock.send(kind + REQUEST_ID.pack(request) + question)
+            return await asyncio.wait_for(answer, ANSWER_TIMEOUT)
         finally:
             del self._answers[request]
 
@@ -119,10 +154,14 @@ class WorkerLink:
             if fds:
                 continue
             kind = message[:1]
-            if kind == TOKEN:
+            if kind in (SPENT, TOKEN, ACQUIRE):
                 answer = self._answers.get(REQUEST_ID.unpack_from(message, 1)[0])
                 if answer is not None and not answer.done():
-                    answer.set_result(message[5:6] == b"\x01")
+                    answer.set_result(message[5:])
+            elif kind == GIVE_BACK:
+                cap = message[1:2].decode("ascii")
+                with contextlib.suppress(OSError):
+                    self.sock.send(GIVE_BACK + message[1:2] + COUNT.pack(self._give_back(cap)))
             elif kind == METRICS:
                 reply = METRICS + message[1:5] + orjson.dumps(self._metrics())
                 # If the supervisor is gone or busy, it stops waiting on its own.

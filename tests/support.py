@@ -22,6 +22,7 @@ import orjson
 
 from pugfast.config import Settings
 from pugfast.server import Relay
+from pugfast.supervisor import Supervisor
 
 TEST_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "pow_difficulty": 0}
 
@@ -34,12 +35,12 @@ def relay_settings(**overrides: Any) -> Settings:
 
 @dataclass
 class RunningRelay:
-    relay: Relay
-    session: aiohttp.ClientSession
+    """A relay under test: one in-process relay, or a supervisor and its worker processes."""
 
-    @property
-    def port(self) -> int:
-        return self.relay.port
+    port: int
+    session: aiohttp.ClientSession
+    relay: Relay | None = None
+    supervisor: Supervisor | None = None
 
     @property
     def base(self) -> str:
@@ -47,6 +48,7 @@ class RunningRelay:
 
     @property
     def gateway(self) -> Any:
+        assert self.relay is not None, "a relay of several workers has no gateway in this process"
         return self.relay.gateway
 
     async def create_room(self, **fields: Any) -> dict[str, Any]:
@@ -79,9 +81,48 @@ async def running_relay(**overrides: Any) -> AsyncIterator[RunningRelay]:
     await relay.start()
     try:
         async with aiohttp.ClientSession() as session:
-            yield RunningRelay(relay, session)
+            yield RunningRelay(relay.port, session, relay=relay)
     finally:
         await relay.stop()
+
+
+def loop_name() -> str:
+    """The running event loop's kind, as ``--event-loop`` names it."""
+    return "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
+
+
+@contextlib.asynccontextmanager
+async def running_workers(workers: int = 2, **overrides: Any) -> AsyncIterator[Supervisor]:
+    """``--workers N`` with the supervisor in this process (so a test can see its workers and
+    shorten its timeouts) and real worker processes on this test's loop and engine."""
+    settings = relay_settings(workers=workers, event_loop=loop_name(), **overrides)
+    supervisor = Supervisor(settings, shutdown_grace=0.05)
+    await supervisor.start()
+    try:
+        # Every worker answers before the test starts (round-robin reaches each in turn).
+        async with aiohttp.ClientSession() as session:
+            for _ in range(workers):
+                for _attempt in range(200):
+                    try:
+                        async with session.get(f"http://127.0.0.1:{supervisor.port}/healthz") as r:
+                            assert r.status == 200
+                            break
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.05)
+        yield supervisor
+    finally:
+        await supervisor.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_relay_of(workers: int, **overrides: Any) -> AsyncIterator[RunningRelay]:
+    """``running_relay`` for ``workers == 1``, else a relay of that many worker processes."""
+    if workers == 1:
+        async with running_relay(**overrides) as r:
+            yield r
+        return
+    async with running_workers(workers, **overrides) as supervisor, aiohttp.ClientSession() as session:
+        yield RunningRelay(supervisor.port, session, supervisor=supervisor)
 
 
 def client_frame(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import re
@@ -17,45 +16,19 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 import websockets
-from support import RawClient, ServerProcess, relay_settings
+from support import RawClient, ServerProcess, loop_name, relay_settings, running_workers
 
 from pugfast import supervisor as supervisor_module
 from pugfast.config import load_settings
 from pugfast.errors import ConfigError
 from pugfast.registry import ALPHABET, RoomIds, worker_of
 from pugfast.supervisor import Supervisor
-
-
-def loop_name() -> str:
-    return "uvloop" if "uvloop" in type(asyncio.get_running_loop()).__module__ else "asyncio"
-
-
-@contextlib.asynccontextmanager
-async def running_workers(workers: int = 2, **overrides: Any) -> AsyncIterator[Supervisor]:
-    settings = relay_settings(workers=workers, event_loop=loop_name(), **overrides)
-    supervisor = Supervisor(settings, shutdown_grace=0.05)
-    await supervisor.start()
-    try:
-        # Every worker answers before the test starts (round-robin reaches each in turn).
-        for _ in range(workers):
-            async with aiohttp.ClientSession() as session:
-                for _attempt in range(200):
-                    try:
-                        async with session.get(f"http://127.0.0.1:{supervisor.port}/healthz") as r:
-                            assert r.status == 200
-                            break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.05)
-        yield supervisor
-    finally:
-        await supervisor.stop()
 
 
 async def create_room(port: int, **fields: Any) -> dict[str, Any]:
@@ -391,3 +364,89 @@ async def test_the_bench_measures_a_supervisor_and_its_workers_together() -> Non
         assert report["server"]["supervisor_cpu_us_per_join"] is not None
     finally:
         server.kill()
+
+
+# -- the relay-wide caps, shared out between workers -----------------------------------------
+
+
+async def upgrade_status(port: int, room: dict[str, Any]) -> tuple[int, RawClient]:
+    """The status of an upgrade into ``room`` (the client stays open to hold a 101)."""
+    client = RawClient()
+    status, _ = await client.handshake(port, f"/r/{room['room']}/ws")
+    return status, client
+
+
+async def create_status(port: int) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"http://127.0.0.1:{port}/api/challenge") as response:
+            token = (await response.json())["token"]
+        async with session.post(
+            f"http://127.0.0.1:{port}/api/rooms", json={"token": token, "nonce": "0"}
+        ) as response:
+            return response.status
+
+
+async def test_max_connections_is_the_relays_not_each_workers() -> None:
+    # Split evenly, a cap of 2 gave each worker 1, and a room of two could never fill.
+    async with running_workers(2, max_connections=2) as supervisor:
+        port = supervisor.port
+        room = (await rooms_on_every_worker(port, 2))[0]
+        a, b = await join(port, room), await join(port, room)
+        await chat(a, b)
+        status, extra = await upgrade_status(port, room)
+        assert status == 503
+        await extra.close()
+
+
+async def test_connections_skewed_onto_one_worker_use_the_whole_cap_exactly() -> None:
+    async with running_workers(2, max_connections=5, capacity_max=8) as supervisor:
+        port = supervisor.port
+        rooms = await rooms_on_every_worker(port, 2)
+        # All five slots go to worker 0's room: worker 1 gives back what it holds.
+        members = [await join(port, rooms[0]) for _ in range(5)]
+        for room in (rooms[0], rooms[1]):
+            status, extra = await upgrade_status(port, room)
+            assert status == 503, room
+            await extra.close()
+        # One leaves; its slot is free again, and the other worker gets it when it asks.
+        await members.pop()[0].close()
+        for _attempt in range(100):
+            status, client = await upgrade_status(port, rooms[1])
+            if status == 101:
+                break
+            await client.close()
+            await asyncio.sleep(0.05)
+        assert status == 101
+        await client.send_json({"type": "join", "secret": rooms[1]["secret"]})
+        assert (await client.recv_json())["type"] == "welcome"
+        # The relay is full again, on both workers.
+        for room in (rooms[0], rooms[1]):
+            status, extra = await upgrade_status(port, room)
+            assert status == 503, room
+            await extra.close()
+        await chat(members[0], members[1])
+
+
+async def test_max_rooms_is_the_relays_not_each_workers() -> None:
+    async with running_workers(2, max_rooms=3) as supervisor:
+        port = supervisor.port
+        statuses = [await create_status(port) for _ in range(6)]
+        # Creations take turns between the workers, and the relay as a whole makes three.
+        assert statuses == [201, 201, 201, 503, 503, 503]
+
+
+async def test_a_dead_workers_share_of_the_caps_is_free_again() -> None:
+    async with running_workers(2, max_connections=2) as supervisor:
+        port = supervisor.port
+        rooms = await rooms_on_every_worker(port, 2)
+        doomed = await join(port, rooms[0]), await join(port, rooms[0])
+        process = supervisor.workers[0].process
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+        for client, _ in doomed:
+            with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                while True:
+                    await client.recv(timeout=5)
+        # Worker 0 held both slots; with it gone, worker 1's room can fill.
+        a, b = await join(port, rooms[1]), await join(port, rooms[1])
+        await chat(a, b)
