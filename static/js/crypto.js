@@ -12,7 +12,11 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 export const OVERHEAD = 1 + IV_BYTES + TAG_BYTES;
 export const SMALLEST_BUCKET = 256;
-const FINGERPRINT_WORDS = 8;
+// The key fingerprint, version 2 (docs/client.md, "Key fingerprint").
+const FINGERPRINT_SALT = "pugfast-fingerprint-v2:";
+const FINGERPRINT_ITERATIONS = 65536;
+const FINGERPRINT_WORDS = 9;
+const BITS_PER_WORD = 11;
 const SPACE = 0x20;
 
 export class DecryptError extends Error {
@@ -87,9 +91,32 @@ export async function decrypt(key, roomId, message) {
   }
 }
 
-// Words for comparing keys out of band: the first 8 bytes of SHA-256(raw key), one word
-// per byte (64 bits, too many to forge a matching key by trial).
-export async function fingerprint(raw) {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", raw));
-  return Array.from(digest.subarray(0, FINGERPRINT_WORDS), (byte) => WORDS[byte]);
+// Nine words for comparing keys out of band: the first 99 bits of
+// PBKDF2-HMAC-SHA-256(raw key, "pugfast-fingerprint-v2:" + room id, 65,536 iterations), 11
+// bits (one word of the 2048) at a time, most significant first. Forging a key whose words
+// match costs about 2^99 guesses, each of them 65,536 iterations, not one hash; and since the
+// room id is in the salt, matching words also mean the same room.
+export async function fingerprint(raw, roomId) {
+  const password = await crypto.subtle.importKey("raw", raw, "PBKDF2", false, ["deriveBits"]);
+  const params = {
+    name: "PBKDF2",
+    hash: "SHA-256",
+    salt: utf8Encode(FINGERPRINT_SALT + roomId),
+    iterations: FINGERPRINT_ITERATIONS,
+  };
+  const bytes = new Uint8Array(await crypto.subtle.deriveBits(params, password, 128));
+  const words = [];
+  let pending = 0; // the bits read but not yet used, as the low `count` bits of `pending`
+  let count = 0;
+  for (const byte of bytes) {
+    pending = (pending << 8) | byte;
+    count += 8;
+    if (count >= BITS_PER_WORD) {
+      count -= BITS_PER_WORD;
+      words.push(WORDS[pending >> count]);
+      pending &= (1 << count) - 1;
+      if (words.length === FINGERPRINT_WORDS) break;
+    }
+  }
+  return words;
 }

@@ -154,6 +154,14 @@ function showMembers() {
   $("member-count").textContent = `(${state.members.size} of ${state.capacity})`;
 }
 
+// Nine words in three rows of three, for reading aloud; the list's name is the nine words in
+// order, so a screen reader says them at once.
+function showFingerprint(words) {
+  const list = $("fingerprint");
+  list.replaceChildren(...words.map((w) => el("li", "", w)));
+  list.setAttribute("aria-label", words.join(" "));
+}
+
 function tick() {
   const left = state.expires - (Date.now() + state.clockOffset);
   timeLeft.textContent = formatCountdown(left);
@@ -401,9 +409,13 @@ async function start() {
   }
   state.secret = link.secret;
   state.keyText = link.keyText;
-  state.key = await importRoomKey(link.key);
-  $("fingerprint").replaceChildren(...(await fingerprint(link.key)).map((w) => el("li", "", w)));
+  const [key, words] = await Promise.all([
+    importRoomKey(link.key),
+    fingerprint(link.key, state.room),
+  ]);
   link.key.fill(0);
+  state.key = key;
+  showFingerprint(words);
   wireControls();
   connect();
 }

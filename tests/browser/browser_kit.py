@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import importlib.util
+import json
 import re
 import shutil
 import socket
@@ -243,6 +245,21 @@ def b64u_decode(text: str) -> bytes:
 
 def b64u_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def fingerprint_bits(key: bytes, room: str) -> bytes:
+    """The 16 bytes behind a room's key fingerprint, version 2 (docs/client.md)."""
+    salt = f"pugfast-fingerprint-v2:{room}".encode("ascii")
+    return hashlib.pbkdf2_hmac("sha256", key, salt, 65536, 16)
+
+
+def fingerprint_words(key: bytes, room: str) -> list[str]:
+    """The nine words of a room's key fingerprint, version 2: the first 99 bits, 11 at a time,
+    each an index into static/js/words.js (read as one JSON array, as other clients read it)."""
+    text = (REPO / "static" / "js" / "words.js").read_text(encoding="utf-8")
+    words = json.loads(text[text.index("[") : text.rindex("]") + 1])
+    first99 = int.from_bytes(fingerprint_bits(key, room), "big") >> (128 - 99)
+    return [words[(first99 >> (11 * (8 - i))) & 0x7FF] for i in range(9)]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,18 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from browser_kit import DESKTOP, PHONE, REPO, Link, Person, Relay, b64u_decode, b64u_encode
+from browser_kit import (
+    DESKTOP,
+    PHONE,
+    REPO,
+    Link,
+    Person,
+    Relay,
+    b64u_decode,
+    b64u_encode,
+    fingerprint_bits,
+    fingerprint_words,
+)
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -234,12 +245,48 @@ def test_documented_test_vector_holds_in_python_and_in_the_browser(people: Peopl
             const raw = b64uDecode(v.key);
             const key = await importRoomKey(raw);
             const message = decodeMessage(await decrypt(key, v.room, b64uDecode(v.ciphertext)));
-            return { message, fingerprint: (await fingerprint(raw)).join(' ') };
+            return { message, fingerprint: (await fingerprint(raw, v.room)).join(' ') };
         }""",
         vector,
     )
     assert seen["message"] == json.loads(vector["plaintext"])
-    assert seen["fingerprint"] == vector["fingerprint"]
+    assert seen["fingerprint"] == vector["fingerprint"] == " ".join(fingerprint_words(key, vector["room"]))
+
+
+def documented_fingerprints() -> list[tuple[str, str, str, str]]:
+    """The rows of the fingerprint table in docs/client.md: key, room id, bits (hex), words."""
+    doc = (REPO / "docs" / "client.md").read_text()
+    section = doc.split("\n## Key fingerprint\n", 1)[1].split("\n## ", 1)[0]
+    row = r"^\| `([A-Za-z0-9_-]{43})`[^|]*\| `([A-Za-z0-9_-]{22})` \| `([0-9a-f]{32})` \| `([a-z ]+)` \|$"
+    rows = re.findall(row, section, re.MULTILINE)
+    assert len(rows) >= 2, "docs/client.md: the fingerprint table has lost its rows"
+    return rows
+
+
+def test_fingerprint_is_version_2_in_python_and_in_the_browser(people: People, relay: Relay) -> None:
+    documented = documented_fingerprints()
+    for key_text, room, bits, words in documented:
+        key = b64u_decode(key_text)
+        assert fingerprint_bits(key, room).hex() == bits
+        assert " ".join(fingerprint_words(key, room)) == words
+    # Random keys and room ids as well, so every bit of the cut into words is exercised.
+    cases = [(key_text, room) for key_text, room, _, _ in documented]
+    cases += [(b64u_encode(os.urandom(32)), b64u_encode(os.urandom(16))) for _ in range(6)]
+
+    page = people("Tester").page
+    page.goto(relay.url + "/")
+    seen = page.evaluate(
+        """async cases => {
+            const { b64uDecode } = await import('/static/js/encoding.js');
+            const { fingerprint } = await import('/static/js/crypto.js');
+            const out = [];
+            for (const [key, room] of cases) out.push(await fingerprint(b64uDecode(key), room));
+            return out;
+        }""",
+        cases,
+    )
+    assert seen == [fingerprint_words(b64u_decode(key), room) for key, room in cases]
+    assert all(len(words) == 9 for words in seen)
 
 
 def test_sha256_in_javascript_matches_web_crypto_and_hashlib(people: People, relay: Relay) -> None:

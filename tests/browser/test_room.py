@@ -3,13 +3,12 @@ create, share, talk, see each other come and go, purge, and every way a visit ca
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pytest
-from browser_kit import DESKTOP, PHONE, REPO, TEST_POW_DIFFICULTY, Link, Person, Relay
+from browser_kit import DESKTOP, PHONE, TEST_POW_DIFFICULTY, Link, Person, Relay, fingerprint_words
 
 if TYPE_CHECKING:
     from playwright.sync_api import WebSocketRoute
@@ -18,7 +17,6 @@ pytestmark = pytest.mark.browser
 
 People = Callable[..., Person]
 CLOCK = re.compile(r"\d\d:\d\d")
-STATIC = REPO / "static"
 
 
 def meet(people: People, relay: Relay, **create: int) -> tuple[Person, Person, str]:
@@ -80,12 +78,19 @@ def test_two_people_talk_both_ways_on_phone_and_desktop(people: People, relay: R
     assert log.get_attribute("aria-live") == "polite"
 
     # The same key gives the same fingerprint; the fragment is gone from the address bar.
-    # Both derive it as docs/client.md says: the first 8 bytes of SHA-256(key), a word each.
-    words = re.findall(r'"([a-z]+)"', (STATIC / "js" / "words.js").read_text())
-    assert len(words) == 256
-    digest = hashlib.sha256(Link.parse(link).key).digest()
-    assert alice.fingerprint() == [words[b] for b in digest[:8]]
-    assert bob.fingerprint() == alice.fingerprint()
+    # Both derive it as docs/client.md says (version 2: PBKDF2 over the key and the room id),
+    # and show it as nine words in three rows of three, named by the nine words in order.
+    parsed = Link.parse(link)
+    expected = fingerprint_words(parsed.key, parsed.room)
+    assert len(expected) == 9
+    for person in (alice, bob):
+        assert person.fingerprint() == expected
+        listing = person.page.locator("#fingerprint")
+        assert listing.get_attribute("aria-label") == " ".join(expected)
+        tops = person.page.eval_on_selector_all(
+            "#fingerprint li", "lis => lis.map(li => Math.round(li.getBoundingClientRect().top))"
+        )
+        assert len(set(tops)) == 3 and tops == sorted(tops), f"three rows of three: {tops}"
     for person in (alice, bob):
         assert "#" not in person.page.url
         assert person.page.url == link.split("#")[0]
@@ -112,6 +117,41 @@ def test_two_people_talk_both_ways_on_phone_and_desktop(people: People, relay: R
     alice.wait_for_notice(f"{bob_name} left.")
     assert alice.member_names() == [f"{alice_name} you creator"]
     alice.screenshot("room-alone")
+
+
+def test_the_widest_fingerprint_fits_three_to_a_row(people: People, relay: Relay) -> None:
+    alice, bob, _ = meet(people, relay)
+    for person in (alice, bob):
+        # The nine widest words of the list, widest first, put in the room's own fingerprint
+        # list: every column then holds the widest words any fingerprint can have.
+        fit = person.page.evaluate(
+            """async () => {
+                const { WORDS } = await import('/static/js/words.js');
+                const list = document.getElementById('fingerprint');
+                const shown = [...list.children].map(li => li.textContent);
+                const item = word => Object.assign(document.createElement('li'), { textContent: word });
+                // Out of the grid's flow, the probe is as wide as its word, not as its column.
+                const probe = list.appendChild(item(''));
+                probe.style.position = 'absolute';
+                const measure = w => { probe.textContent = w; return [w, probe.offsetWidth]; };
+                const width = new Map(WORDS.map(measure));
+                const widest = [...WORDS].sort((a, b) => width.get(b) - width.get(a)).slice(0, 9);
+                list.replaceChildren(...widest.map(item));
+                const right = el => el.getBoundingClientRect().right;
+                const tops = [...list.children].map(li => li.offsetTop);
+                const fit = {
+                    widest,
+                    rows: new Set(tops).size,
+                    card: [right(list.closest('section')), right(list.closest('aside'))],
+                    page: [document.documentElement.scrollWidth, innerWidth],
+                };
+                list.replaceChildren(...shown.map(item));
+                return fit;
+            }"""
+        )
+        assert fit["rows"] == 3, fit
+        overflow = fit["card"][0] > fit["card"][1] or fit["page"][0] > fit["page"][1]
+        assert not overflow, f"{person.viewport}: {fit}"
 
 
 def test_purge_with_confirmation_ends_the_room_for_both(people: People, relay: Relay) -> None:
