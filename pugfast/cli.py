@@ -1,4 +1,5 @@
-"""The command line: ``pugfast serve``, ``pugfast bench`` and ``--version`` (also ``python -m pugfast``)."""
+"""The command line: ``pugfast serve``, ``pugfast bench``, ``pugfast chat`` and ``--version``
+(also ``python -m pugfast``)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_arguments as add_bench_arguments
 
     add_bench_arguments(bench)
+    chat = commands.add_parser(
+        "chat",
+        help="chat in a room from a terminal or a script",
+        description="Join a room by its link (or create one with --create) and chat, end-to-end "
+        "encrypted as in the browser. On a terminal: a line-based chat; otherwise each line of "
+        "standard input is a message and each received message a line of standard output. "
+        "Needs the client extra: pip install 'pugfast[client]'.",
+    )
+    from .client.chat import add_arguments as add_chat_arguments
+
+    add_chat_arguments(chat)
     return parser
 
 
@@ -48,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench import main as bench_main
 
         return bench_main(args)
+    if args.command == "chat":
+        from .client.chat import main as chat_main
+
+        return chat_main(args)
     if args.command != "serve":
         parser.print_help()
         return 2

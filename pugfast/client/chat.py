@@ -1,0 +1,491 @@
+"""``pugfast chat``: a room from a terminal or a script.
+
+On a terminal (standard input is a tty) it is a line-based chat: received messages print as
+``HH:MM name: text``, presence and the time left as ``-- `` notices, and ``/who``, ``/purge``,
+``/quit`` and Ctrl-D are understood. Otherwise (pipes, files) every line of standard input is
+one message, every received message is one line ``name: text`` on standard output, and notices
+go to standard error. In both, ``\\n`` in a line stands for a line break and ``\\\\`` for a
+backslash; received text is written the same way (docs/client.md lists every rule).
+
+The exit status says how the session ended (EXIT_CODES below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import sys
+import textwrap
+import threading
+import time
+from typing import TextIO
+
+from .create import create_room
+from .errors import (
+    ClientError,
+    LinkError,
+    MessageTooLarge,
+    MissingDependency,
+    NoSuchRoom,
+    NotConnected,
+    NotCreator,
+    RelayUnreachable,
+    RoomFull,
+    WrongSecret,
+)
+from .events import Ended, Joined, Left, Message, RelayError, Replayed, Undecryptable
+from .fingerprint import fingerprint, grouped
+from .link import Link, parse_link, parse_relay_url
+from .room import Room, now_ms
+
+EXIT_LEFT = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PURGED = 3
+EXIT_EXPIRED = 4
+EXIT_WRONG_LINK = 5
+EXIT_FULL = 6
+EXIT_NO_SUCH_ROOM = 7
+EXIT_UNREACHABLE = 8
+
+EXIT_CODES = {
+    EXIT_LEFT: "you left: /quit, Ctrl-D, end of standard input, SIGINT or SIGTERM",
+    EXIT_ERROR: "connection lost, or another error (the client extra missing, a relay error)",
+    EXIT_USAGE: "bad usage: an unknown option, a missing argument, a closed standard input",
+    EXIT_PURGED: "the room was purged by its creator",
+    EXIT_EXPIRED: "the room's time ran out",
+    EXIT_WRONG_LINK: "wrong link: malformed or truncated, or its secret refused by the relay",
+    EXIT_FULL: "the room is full",
+    EXIT_NO_SUCH_ROOM: "no such room: it never existed, or it has ended",
+    EXIT_UNREACHABLE: "the relay cannot be reached (refused, no such host, timeout, TLS)",
+}
+
+_ENDING_EXIT = {"left": EXIT_LEFT, "purged": EXIT_PURGED, "expired": EXIT_EXPIRED, "lost": EXIT_ERROR}
+_ENDING_NOTICE = {
+    "left": "You left the room.",
+    "purged": "The room was purged by its creator. Nothing said in it is kept anywhere.",
+    "expired": "The room's time ran out; the relay dropped it with everything that passed through it.",
+}
+# Sending is paced below the relay's default rate limit (30 messages a second, bursts of 60:
+# PROTOCOL.md §3.4), so that a script piping in a long file loses nothing to it.
+SEND_RATE = 25.0
+SEND_BURST = 50
+# Remind people of the time left when this many seconds remain.
+_REMINDERS = (600, 60)
+_HELP = ("Type a message and press Enter (\\n makes a line break). /who lists who is here, "
+         "/purge ends the room for everyone (creator only), /quit or Ctrl-D leaves.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Raw, so the exit-status table keeps its lines; the description is wrapped here instead.
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = textwrap.fill(parser.description or "", 90)
+    parser.epilog = "exit status:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    parser.add_argument("target", metavar="LINK",
+                        help="the room link (with --create: the relay's URL, e.g. https://relay.example)")
+    parser.add_argument("--create", action="store_true",
+                        help="create a room on the relay at the URL (solving its proof of work), "
+                             "print its link, then chat")
+    parser.add_argument("--ttl", type=int, metavar="S", help="with --create: the room's lifetime in seconds")
+    parser.add_argument("--capacity", type=int, metavar="N", help="with --create: how many people it holds")
+    parser.add_argument("--insecure", action="store_true",
+                        help="do not check the relay's TLS certificate (self-signed test relays only)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Runs ``pugfast chat`` with parsed arguments; returns the exit status."""
+    if not args.create and (args.ttl is not None or args.capacity is not None):
+        return _fail("--ttl and --capacity go with --create", EXIT_USAGE)
+    try:
+        import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+    except ImportError:
+        return _fail(str(MissingDependency()), EXIT_ERROR)
+    try:
+        os.fstat(0)
+    except OSError:
+        return _fail("standard input is closed; give messages on it, or a terminal", EXIT_USAGE)
+    ui: Output = Terminal() if os.isatty(0) else Pipe()
+    try:
+        return asyncio.run(Chat(args, ui).run())
+    except KeyboardInterrupt:
+        return EXIT_LEFT
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"pugfast chat: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+# -- text on a line --------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\\]")
+_CONTROL_ONLY = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_ESCAPE = re.compile(r"\\(\\|n|u[0-9A-Fa-f]{4})")
+
+
+def escape(text: str) -> str:
+    """``text`` on one line: a backslash as ``\\\\``, a line break as ``\\n``, any other control
+    character but tab as ``\\uXXXX`` (so nothing can drive the terminal or split the line)."""
+
+    def one(match: re.Match[str]) -> str:
+        ch = match.group()
+        return {"\\": "\\\\", "\n": "\\n"}.get(ch) or f"\\u{ord(ch):04x}"
+
+    return _CONTROL.sub(one, text)
+
+
+def visible(text: str) -> str:
+    """``text`` with every control character but tab as ``\\uXXXX``: for notices, which hold
+    names the relay chose and must not drive the terminal either."""
+    return _CONTROL_ONLY.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
+def unescape(line: str) -> str:
+    """The message a line stands for: ``\\n`` is a line break, ``\\\\`` a backslash, ``\\uXXXX``
+    that character; any other backslash is itself."""
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        return {"\\": "\\", "n": "\n"}.get(code) or chr(int(code[1:], 16))
+
+    return _ESCAPE.sub(one, line)
+
+
+def clock(ms: int) -> str:
+    return time.strftime("%H:%M", time.localtime(ms / 1000))
+
+
+def duration(seconds: float) -> str:
+    """``45 seconds``, ``12 minutes``, ``2 hours 5 minutes``."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} second{'s' * (seconds != 1)}"
+    hours, minutes = divmod(seconds // 60, 60)
+    parts = [f"{hours} hour{'s' * (hours != 1)}"] if hours else []
+    if minutes or not hours:
+        parts.append(f"{minutes} minute{'s' * (minutes != 1)}")
+    return " ".join(parts)
+
+
+# -- the two faces -------------------------------------------------------------------------
+
+
+class Output:
+    """Where a session's lines go."""
+
+    def message(self, name: str, text: str, ts: int, *, mine: bool = False) -> None:
+        raise NotImplementedError
+
+    def notice(self, text: str) -> None:
+        raise NotImplementedError
+
+    def progress(self, tries: int, difficulty: int) -> None:
+        """Shows the proof-of-work search going on (only where a line can be redrawn)."""
+
+    def progress_done(self) -> None:
+        """Ends the progress line, if one was drawn."""
+
+    def error(self, text: str) -> None:
+        print(f"pugfast chat: error: {text}", file=sys.stderr, flush=True)
+
+
+class Terminal(Output):
+    """A person at a terminal: everything on standard output, received text made harmless."""
+
+    def __init__(self, out: TextIO = sys.stdout) -> None:
+        self.out = out
+        self._progress_shown = False
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def message(self, name: str, text: str, ts: int, *, mine: bool = False) -> None:
+        label = f"{clock(ts)} {escape(name)}{' (you)' if mine else ''}: "
+        lines = [escape(line) for line in text.split("\n")]
+        body = ("\n" + " " * len(label)).join(lines)
+        self._write(f"{label}{body}\n")
+
+    def notice(self, text: str) -> None:
+        self._write(f"-- {visible(text)}\n")
+
+    def retract_echo(self, typed: str) -> None:
+        """Removes the line the terminal echoed as it was typed, to print it formatted instead."""
+        if self.out.isatty() and len(typed) < shutil.get_terminal_size().columns:
+            self._write("\x1b[1A\x1b[2K\r")
+
+    def progress(self, tries: int, difficulty: int) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r-- Solving the proof of work (difficulty {difficulty}): {tries:,} tries")
+            sys.stderr.flush()
+            self._progress_shown = True
+
+    def progress_done(self) -> None:
+        if self._progress_shown:
+            sys.stderr.write("\n")
+            self._progress_shown = False
+
+
+class Pipe(Output):
+    """A script: one line per received message on standard output, notices on standard error."""
+
+    def message(self, name: str, text: str, ts: int, *, mine: bool = False) -> None:
+        if mine:
+            return
+        sys.stdout.buffer.write(f"{escape(name)}: {escape(text)}\n".encode())
+        sys.stdout.buffer.flush()
+
+    def notice(self, text: str) -> None:
+        sys.stderr.write(f"-- {visible(text)}\n")
+        sys.stderr.flush()
+
+
+# -- standard input ------------------------------------------------------------------------
+
+
+def start_reading_input(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+    """Reads standard input in a thread, a line at a time, onto ``lines``; None marks its end.
+
+    A thread, because the same code must read a pipe, a file and a terminal, and an event loop
+    cannot wait on a regular file. It reads the file descriptor itself, never sys.stdin, so it
+    holds no lock the interpreter would need at exit while it waits.
+    """
+
+    def put(item: str | None) -> bool:
+        try:
+            loop.call_soon_threadsafe(lines.put_nowait, item)
+        except RuntimeError:  # the loop has closed: the session is over
+            return False
+        return True
+
+    def read() -> None:
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(0, 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            *complete, pending = (pending + chunk).split(b"\n")
+            for line in complete:
+                if not put(line.removesuffix(b"\r").decode("utf-8", "replace")):
+                    return
+        if pending:
+            put(pending.removesuffix(b"\r").decode("utf-8", "replace"))
+        put(None)
+
+    threading.Thread(target=read, name="pugfast-chat-stdin", daemon=True).start()
+
+
+class Pace:
+    """A token bucket: ``await pace.wait()`` before each message keeps to ``rate`` a second
+    after a burst of ``burst``."""
+
+    def __init__(self, rate: float = SEND_RATE, burst: int = SEND_BURST) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.last = time.monotonic()
+
+    async def wait(self) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens < 1:
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+            self.tokens, self.last = 1.0, time.monotonic()
+        self.tokens -= 1
+
+
+# -- the session ---------------------------------------------------------------------------
+
+
+class Chat:
+    """One run of ``pugfast chat``: create (maybe), join, then pass lines both ways."""
+
+    def __init__(self, args: argparse.Namespace, ui: Output) -> None:
+        self.args = args
+        self.ui = ui
+
+    async def run(self) -> int:
+        try:
+            if self.args.create:
+                link = await self._create()
+            else:
+                link = parse_link(self.args.target)
+            # Before connecting: an unusable word list is an installation fault, said at once.
+            words = fingerprint(link.key, link.room)
+            room = await Room.join(link, insecure=self.args.insecure)
+        except LinkError as exc:
+            self.ui.progress_done()
+            return self._error(exc, EXIT_USAGE if self.args.create else EXIT_WRONG_LINK)
+        except ClientError as exc:
+            self.ui.progress_done()
+            return self._error(exc, _error_exit(exc))
+        try:
+            self.ui.notice(f"Key fingerprint: {grouped(words)}")
+            self.ui.notice("Compare these words with the others in the room, by phone or in person.")
+            return await self._session(room)
+        finally:
+            await room.leave()
+
+    def _error(self, exc: ClientError, code: int) -> int:
+        self.ui.error(str(exc))
+        return code
+
+    async def _create(self) -> Link:
+        origin = parse_relay_url(self.args.target)
+        self.ui.notice(f"Creating a room on {origin}: solving its proof of work...")
+        link = await create_room(
+            origin, ttl=self.args.ttl, capacity=self.args.capacity, insecure=self.args.insecure,
+            progress=self.ui.progress,
+        )
+        self.ui.progress_done()
+        self.ui.notice("Room created. Anyone who has its link can join and read it; share it over a "
+                       "channel you trust:")
+        # On a line of its own, to be copied whole.
+        stream = self.ui.out if isinstance(self.ui, Terminal) else sys.stderr
+        stream.write(f"{link}\n")
+        stream.flush()
+        return link
+
+    async def _session(self, room: Room) -> int:
+        ui = self.ui
+        loop = asyncio.get_running_loop()
+        # First, so that a signal from anyone who has seen the notices below leaves the room.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, lambda: asyncio.ensure_future(room.leave()))
+        here = ", ".join(
+            f"{m.name}{' (you)' if m.id == room.me.id else ''}" for m in room.members.values()
+        )
+        ui.notice(f"You joined as {room.me.name}{' (creator)' if room.creator else ''}. "
+                  f"In the room ({len(room.members)} of {room.capacity}): {here}.")
+        ui.notice(self._time_left(room))
+        if isinstance(ui, Terminal):
+            ui.notice(_HELP)
+
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        start_reading_input(loop, lines)
+        helpers = [asyncio.create_task(self._send_lines(room, lines)),
+                   asyncio.create_task(self._remind(room))]
+        try:
+            await self._show_events(room)
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+        assert room.ended is not None
+        return _ENDING_EXIT[room.ended.reason]
+
+    async def _show_events(self, room: Room) -> None:
+        ui = self.ui
+        async for event in room:
+            if isinstance(event, Message):
+                try:
+                    ui.message(event.sender.name, event.text, event.ts)
+                except BrokenPipeError:
+                    # Whoever read standard output has gone (`| head -1`): nothing more can be
+                    # delivered, so leave. Later writes go nowhere instead of failing again.
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    await room.leave()
+            elif isinstance(event, Joined):
+                ui.notice(f"{event.member.name} joined.")
+            elif isinstance(event, Left):
+                ui.notice(f"{event.member.name} left.")
+            elif isinstance(event, Undecryptable):
+                ui.notice(f"A message from {event.sender.name} could not be decrypted.")
+            elif isinstance(event, Replayed):
+                ui.notice(f"A repeated or out-of-order message from {event.sender.name} was ignored.")
+            elif isinstance(event, RelayError):
+                ui.notice(_relay_error(event.code))
+            elif isinstance(event, Ended):
+                ui.notice(_ENDING_NOTICE.get(event.reason) or (
+                    f"{event.message[:1].upper()}{event.message[1:]}. The room may still be going on, "
+                    "but messages sent while you are away will not reach you."))
+
+    async def _send_lines(self, room: Room, lines: asyncio.Queue[str | None]) -> None:
+        ui = self.ui
+        pace = Pace()
+        while True:
+            line = await lines.get()
+            if line is None:
+                await room.leave()
+                return
+            if isinstance(ui, Terminal):
+                if line.startswith("/") and not line.startswith("//"):
+                    if await self._command(room, line.strip()):
+                        return
+                    continue
+                line = line[1:] if line.startswith("//") else line
+            text = unescape(line)
+            if not text.strip():
+                continue
+            await pace.wait()
+            try:
+                await room.send(text)
+            except MessageTooLarge as exc:
+                ui.error(str(exc))
+                continue
+            except NotConnected:
+                return
+            if isinstance(ui, Terminal):
+                ui.retract_echo(line)
+                ui.message(room.me.name, text, now_ms(), mine=True)
+
+    async def _command(self, room: Room, command: str) -> bool:
+        """Runs a terminal command; True when the session is over."""
+        ui = self.ui
+        if command == "/quit":
+            await room.leave()
+            return True
+        if command == "/who":
+            for member in room.members.values():
+                tags = [tag for tag, on in (("you", member.id == room.me.id),
+                                            ("creator", member.id == 1)) if on]
+                ui.notice(f"{member.name}{' (' + ', '.join(tags) + ')' if tags else ''}")
+            ui.notice(f"{len(room.members)} of {room.capacity} here. {self._time_left(room)}")
+        elif command == "/purge":
+            try:
+                await room.purge()
+            except (NotCreator, NotConnected) as exc:
+                ui.notice(f"Cannot purge: {exc}.")
+        else:
+            ui.notice(f"Unknown command {command.split()[0]}. {_HELP} To send a line that starts "
+                      "with /, type // first.")
+        return False
+
+    async def _remind(self, room: Room) -> None:
+        for mark in _REMINDERS:
+            left = room.seconds_left()
+            if left <= mark:
+                continue
+            await asyncio.sleep(left - mark)
+            self.ui.notice(f"The room ends in {duration(mark)}.")
+
+    @staticmethod
+    def _time_left(room: Room) -> str:
+        left = room.seconds_left()
+        return f"The room ends in {duration(left)}, at {clock(now_ms() + int(left * 1000))}."
+
+
+def _relay_error(code: str) -> str:
+    if code == "rate_limited":
+        return "You are sending faster than the relay allows; some messages were not delivered."
+    if code == "not_creator":
+        return "Only the room's creator can purge it."
+    return f"The relay reported an error ({code})."
+
+
+def _error_exit(exc: ClientError) -> int:
+    for kind, code in ((WrongSecret, EXIT_WRONG_LINK), (RoomFull, EXIT_FULL),
+                       (NoSuchRoom, EXIT_NO_SUCH_ROOM), (RelayUnreachable, EXIT_UNREACHABLE)):
+        if isinstance(exc, kind):
+            return code
+    return EXIT_ERROR

@@ -1,0 +1,82 @@
+"""What a room yields to whoever iterates it: small frozen dataclasses, one per kind of event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member of the room: its id (unique in the room, never reused) and the display name
+    the relay picked for it."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message from another member, decrypted and checked. ``ts`` is the sender's clock when
+    sending, in Unix milliseconds (the sender chose it: it is a claim, not a fact)."""
+
+    sender: Member
+    text: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """Someone joined the room."""
+
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """Someone left the room."""
+
+    member: Member
+
+
+@dataclass(frozen=True, slots=True)
+class Undecryptable:
+    """A ciphertext from ``sender`` failed to decrypt or was not a well-formed message (the
+    browser shows "could not be decrypted"). ``reason`` says which, in a few words."""
+
+    sender: Member
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """A repeated or out-of-order ciphertext arrived as if from ``sender`` and was ignored
+    (docs/client.md, "Replay protection")."""
+
+    sender: Member
+
+
+@dataclass(frozen=True, slots=True)
+class RelayError:
+    """The relay reported an error and kept the connection open: ``rate_limited`` (some of
+    this client's messages were dropped), ``not_creator``, or a code added later."""
+
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """This client's visit is over; the last event a room yields.
+
+    ``reason`` is one of ``left`` (this client left), ``purged`` (the creator ended the room),
+    ``expired`` (its time ran out) or ``lost`` (anything else: network, relay restart, idle
+    timeout, slow consumer); ``code`` is the WebSocket close code when there was one, and
+    ``message`` says it in words.
+    """
+
+    reason: str
+    code: int | None
+    message: str
+
+
+Event = Message | Joined | Left | Undecryptable | Replayed | RelayError | Ended
+"""Anything a room yields."""

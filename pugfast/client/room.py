@@ -1,0 +1,421 @@
+"""One member's connection to a room (PROTOCOL.md §3), over aiohttp's WebSocket client:
+
+    async with Room.join(link) as room:
+        await room.send("hello")
+        async for event in room:
+            ...
+
+Joining fetches the relay's limits, opens the WebSocket, sends the secret and waits for the
+welcome; a refusal raises at once. Afterwards one task reads the connection (so pings are
+answered even while nobody iterates), decrypts each ciphertext, refuses replays, and queues
+events; iterating the room takes them in order and stops after the final ``Ended``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Generator, Mapping
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from . import _http
+from .crypto import cipher, largest_bucket, seal, unseal
+from .errors import (
+    ClientError,
+    DecryptError,
+    JoinRefused,
+    MessageFormatError,
+    MessageTooLarge,
+    NoSuchRoom,
+    NotConnected,
+    NotCreator,
+    RoomFull,
+    WrongSecret,
+)
+from .events import Ended, Event, Joined, Left, Member, Message, RelayError, Replayed, Undecryptable
+from .fingerprint import fingerprint
+from .link import Link, parse_link
+from .message import decode_message, encode_message, new_sid
+from .replay import ReplayGuard
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+DEFAULT_MAX_MESSAGE_BYTES = 65536
+MEMBER_ID_BYTES = 4
+ROOM_ENDED = 4410
+
+_REFUSALS: dict[int, tuple[type[JoinRefused], str]] = {
+    4404: (
+        NoSuchRoom,
+        "no such room: it never existed, or it has ended (a room ends when its last member "
+        "leaves, when its time runs out, or when its creator purges it)",
+    ),
+    4409: (RoomFull, "the room is full: try again when someone leaves"),
+    4403: (
+        WrongSecret,
+        "the relay refused the link's secret: the link is wrong or has been changed; ask for it again",
+    ),
+}
+
+_ENDINGS = {
+    "left": "you left the room",
+    "purged": "the room was purged by its creator",
+    "expired": "the room's time ran out",
+}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Room:
+    """A joined room. Make one with ``Room.join(link)``.
+
+    Attributes, set by the welcome: ``me`` (this client as a Member), ``creator`` (whether this
+    client may purge), ``capacity``, ``expires`` (the relay's Unix milliseconds), and
+    ``max_message_bytes`` (the relay's limit from /api/limits).
+    """
+
+    me: Member
+    creator: bool
+    capacity: int
+    expires: int
+
+    def __init__(self, link: Link, *, insecure: bool = False, timeout: float = 10.0) -> None:
+        self.link = link
+        self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        self.ended: Ended | None = None
+        self._insecure = insecure
+        self._timeout = timeout
+        self._aead: AESGCM | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._members: dict[int, Member] = {}
+        self._names: dict[int, str] = {}
+        self._guard = ReplayGuard()
+        self._sid = new_sid()
+        self._sent = 0
+        self._send_lock = asyncio.Lock()
+        self._leaving = False
+        self._clock_offset = 0
+        self._fingerprint: tuple[str, ...] | None = None
+
+    # -- joining and leaving ----------------------------------------------------------------
+
+    @classmethod
+    def join(cls, link: Link | str, *, insecure: bool = False, timeout: float = 10.0) -> Joining:
+        """Joins the room ``link`` names: ``async with Room.join(link) as room`` (leaves on
+        exit), or ``room = await Room.join(link)`` (then call ``leave()``).
+
+        ``insecure`` skips TLS certificate checks (self-signed test relays only); ``timeout``
+        bounds connecting and the join, in seconds.
+
+        Raises LinkError (a malformed link given as text), MissingDependency (no
+        ``cryptography``), RelayUnreachable, NoSuchRoom, RoomFull, WrongSecret, JoinRefused
+        (any other refusal) or ApiError.
+        """
+        if isinstance(link, str):
+            link = parse_link(link)
+        return Joining(cls(link, insecure=insecure, timeout=timeout))
+
+    async def _connect(self) -> Room:
+        self._aead = cipher(self.link.key)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=None)
+        )
+        try:
+            await asyncio.wait_for(self._handshake(), self._timeout)
+        except BaseException as exc:
+            await self._close_session()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise _http.unreachable(self.link.origin, exc) from None
+            raise
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _handshake(self) -> None:
+        assert self._session is not None
+        origin = self.link.origin
+        ssl_context = _http.ssl_setting(self._insecure)
+        limits, date = await _http.request(
+            self._session, "GET", origin, "/api/limits", ssl_context=ssl_context
+        )
+        limit = limits.get("maxMessageBytes")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            self.max_message_bytes = limit
+        self._clock_offset = _clock_offset(date)
+        try:
+            # No Origin header: the relay checks one only when it is sent (PROTOCOL.md §3).
+            ws = await self._session.ws_connect(self.link.websocket_url, ssl=ssl_context, autoping=True)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 503:
+                raise JoinRefused("the relay is at capacity: try again later", status=503) from None
+            raise JoinRefused(f"the relay refused the connection ({exc.status} {exc.message})",
+                              status=exc.status) from None
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise _http.unreachable(origin, exc) from None
+        self._ws = ws
+        await ws.send_str(json.dumps({"type": "join", "secret": self.link.secret}))
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                data = _json_object(msg.data)
+                if data is not None and data.get("type") == "welcome":
+                    self._welcome(data)
+                    return
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+                              aiohttp.WSMsgType.ERROR):
+                code = ws.close_code
+                kind, text = _REFUSALS.get(code or 0, (JoinRefused, ""))
+                raise kind(text or f"the relay closed the connection before the join completed "
+                           f"(close code {code})", code=code)
+
+    def _welcome(self, data: dict[str, Any]) -> None:
+        try:
+            you = _member(data["you"])
+            members = [_member(m) for m in data["members"]]
+            self.capacity = int(data["capacity"])
+            self.expires = int(data["expires"])
+        except (KeyError, TypeError, ValueError):
+            raise ClientError("the relay sent a malformed welcome") from None
+        self.me = you
+        self.creator = data.get("creator") is True
+        self._members = {m.id: m for m in members}
+        self._names.update((m.id, m.name) for m in members)
+
+    async def leave(self) -> None:
+        """Leaves the room (close 1000); the iteration then ends with ``Ended("left")``. Safe to
+        call more than once, and after the room has ended."""
+        if self._ws is not None and not self._leaving:
+            self._leaving = True
+            with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(self._ws.close(code=1000), self._timeout)
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._close_session()
+
+    async def _close_session(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- what a member does -----------------------------------------------------------------
+
+    async def send(self, text: str) -> None:
+        """Encrypts and sends ``text`` to everyone else in the room (no echo comes back).
+
+        Raises MessageTooLarge when it would not fit under the relay's size limit (nothing is
+        sent), NotConnected when the room has ended or was left.
+        """
+        async with self._send_lock:
+            ws, aead = self._ws, self._aead
+            if ws is None or aead is None or ws.closed or self._leaving or self.ended is not None:
+                raise NotConnected("not connected to the room: the message was not sent")
+            n, ts = self._sent + 1, now_ms()
+            plaintext = encode_message(text, ts, self._sid, n)
+            budget = largest_bucket(self.max_message_bytes)
+            if len(plaintext) > budget:
+                envelope = len(encode_message("", ts, self._sid, n))
+                raise MessageTooLarge(len(plaintext) - envelope, max(0, budget - envelope))
+            try:
+                await ws.send_bytes(seal(aead, self.link.room, plaintext))
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise NotConnected(f"not connected to the room: the message was not sent ({exc})") from None
+            self._sent = n
+
+    def text_limit(self) -> int:
+        """The most bytes of UTF-8 (JSON-escaped) text one message can hold on this relay."""
+        budget = largest_bucket(self.max_message_bytes)
+        return max(0, budget - len(encode_message("", now_ms(), self._sid, self._sent + 1)))
+
+    async def purge(self) -> None:
+        """Ends the room for everyone; the relay then sends every member ``purged``.
+
+        Raises NotCreator unless this client is the room's creator, NotConnected when the room
+        has already ended or was left.
+        """
+        if not self.creator:
+            raise NotCreator("only the room's creator can purge it")
+        ws = self._ws
+        if ws is None or ws.closed or self._leaving or self.ended is not None:
+            raise NotConnected("not connected to the room")
+        try:
+            await ws.send_str('{"type":"purge"}')
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise NotConnected(f"not connected to the room ({exc})") from None
+
+    # -- what a member knows ----------------------------------------------------------------
+
+    @property
+    def members(self) -> Mapping[int, Member]:
+        """Everyone in the room now, this client included, by member id."""
+        return MappingProxyType(self._members)
+
+    @property
+    def fingerprint(self) -> tuple[str, ...]:
+        """The key's nine fingerprint words. Raises WordListError if the word list is unusable."""
+        # Kept once made: the derivation costs 65,536 PBKDF2 iterations, on purpose.
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.link.key, self.link.room)
+        return self._fingerprint
+
+    def seconds_left(self) -> float:
+        """Seconds until the room expires, by the relay's clock (corrected for this machine's
+        clock when the two differ by more than two seconds, as the browser does)."""
+        return max(0.0, (self.expires - (now_ms() + self._clock_offset)) / 1000)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self._events.get()
+        if event is None:
+            self._events.put_nowait(None)  # every later iteration ends at once, too
+            raise StopAsyncIteration
+        return event
+
+    def _name(self, member_id: int) -> Member:
+        return Member(member_id, self._names.get(member_id, f"Member {member_id}"))
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        ws = self._ws
+        ending: str | None = None
+        close_reason = ""
+        try:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    self._ciphertext(msg.data)
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    ending = self._control(_json_object(msg.data))
+                    if ending is not None:
+                        # The 4410 close follows; the room is over either way.
+                        await ws.close(code=1000)
+                        break
+                else:
+                    # CLOSE (aiohttp has answered it), or CLOSING (leave() is closing), or the
+                    # connection broke.
+                    if msg.type == aiohttp.WSMsgType.CLOSE:
+                        close_reason = str(msg.extra or "")
+                    break
+        except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+            pass
+        finally:
+            self._finish(ending, ws.close_code, close_reason)
+
+    def _ciphertext(self, data: bytes) -> None:
+        if len(data) <= MEMBER_ID_BYTES or self._aead is None:
+            return
+        sender = self._name(int.from_bytes(data[:MEMBER_ID_BYTES], "big"))
+        try:
+            message = decode_message(unseal(self._aead, self.link.room, data[MEMBER_ID_BYTES:]))
+        except (DecryptError, MessageFormatError) as exc:
+            self._events.put_nowait(Undecryptable(sender, str(exc)))
+            return
+        if not self._guard.accept(sender.id, message.sid, message.n):
+            self._events.put_nowait(Replayed(sender))
+            return
+        self._events.put_nowait(Message(sender, message.text, message.ts))
+
+    def _control(self, data: dict[str, Any] | None) -> str | None:
+        """Handles one control message; returns "expired" or "purged" when the room ended."""
+        kind = data.get("type") if data is not None else None
+        if data is None or kind is None:
+            return None
+        if kind in ("expired", "purged"):
+            return str(kind)
+        try:
+            if kind == "join":
+                member = _member(data["member"])
+                self._members[member.id] = member
+                self._names[member.id] = member.name
+                self._events.put_nowait(Joined(member))
+            elif kind == "leave":
+                member = _member(data["member"])
+                self._members.pop(member.id, None)
+                self._events.put_nowait(Left(member))
+            elif kind == "error":
+                self._events.put_nowait(RelayError(str(data.get("code"))))
+        except (KeyError, TypeError, ValueError):
+            pass  # unknown shapes are ignored, as everywhere in the protocol
+        return None
+
+    def _finish(self, ending: str | None, code: int | None, close_reason: str) -> None:
+        if self.ended is not None:
+            return
+        if self._leaving:
+            reason = "left"
+        elif ending is not None:
+            reason = ending
+        elif code == ROOM_ENDED:
+            reason = "purged" if close_reason == "purged" else "expired"
+        else:
+            reason = "lost"
+        message = _ENDINGS.get(reason) or (
+            f"connection lost (close code {code})" if code else "connection lost"
+        )
+        self.ended = Ended(reason, code, message)
+        # The key is of no more use; drop it, as the browser does when a room ends.
+        self._aead = None
+        self._events.put_nowait(self.ended)
+        self._events.put_nowait(None)
+
+
+class Joining:
+    """What ``Room.join`` returns: await it for a Room, or use it with ``async with``."""
+
+    def __init__(self, room: Room) -> None:
+        self._room = room
+
+    def __await__(self) -> Generator[Any, None, Room]:
+        return self._room._connect().__await__()
+
+    async def __aenter__(self) -> Room:
+        return await self._room._connect()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._room.leave()
+
+
+def _member(value: Any) -> Member:
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        raise TypeError("not a member")
+    member_id = value.get("id")
+    if not isinstance(member_id, int) or isinstance(member_id, bool):
+        raise TypeError("not a member id")
+    return Member(member_id, value["name"])
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _clock_offset(date: str | None) -> int:
+    """Milliseconds the relay's clock is ahead of this one, when more than two seconds off."""
+    if date is None:
+        return 0
+    try:
+        relay = email.utils.parsedate_to_datetime(date).timestamp() * 1000
+    except (TypeError, ValueError):
+        return 0
+    offset = int(relay - now_ms())
+    return offset if abs(offset) > 2000 else 0
