@@ -1,5 +1,5 @@
-"""The regression guard: CPU instructions the relay spends per delivered message, under
-callgrind, against a committed baseline. A noisy machine cannot fool it: it counts
+"""The regression guard: CPU instructions the relay spends per delivered message and per join,
+under callgrind, against a committed baseline. A noisy machine cannot fool it: it counts
 instructions, not time.
 
 For each engine (the compiled extension and the pure-Python twin) a relay is started under
@@ -11,6 +11,11 @@ sends a burst, in one write, and the next step starts once every other member of
 the whole burst. Counters are dumped after ``steps`` steps (phase A) and again after
 ``2 * steps`` more (phase B); (B - A) / (steps x deliveries per step) is the cost of one
 delivery, with every fixed cost (the dump itself, waking the process) cancelled out.
+
+Joins are measured the same way: ``joins`` members join one at a time into rooms of
+``join_room`` (connect, upgrade, join, welcome, and the join notices to the members already
+there), counters are dumped (phase C), then ``2 * joins`` more (phase D); (D - C) / joins is
+the cost of one join, from the accepted connection to the last notice.
 
     python bench/guard.py              # measure, compare with bench/guard_baseline.json
     python bench/guard.py --update     # measure and write the baseline (commit it)
@@ -44,7 +49,7 @@ from pugfast.bench.client import Member, Room, Stats, upgrade_request  # noqa: E
 
 BASELINE = Path(__file__).resolve().parent / "guard_baseline.json"
 WORKLOAD = {"rooms": 2, "members": 10, "burst": 3, "payload": 256, "warmup_steps": 40,
-            "steps": 200}
+            "steps": 200, "joins": 40, "join_room": 5}
 TOLERANCE = 0.10
 ENGINES = ("cython", "python")
 START_TIMEOUT = 240.0
@@ -76,23 +81,31 @@ async def drive(port: int, pid: int, workload: dict[str, Any], dumps: Path) -> N
     """Create the rooms, join, warm up, then run phases A and B with dumps after each."""
     base = f"http://127.0.0.1:{port}"
     stats = Stats()
-    rooms: list[Room] = []
     async with aiohttp.ClientSession() as session:
-        for _ in range(workload["rooms"]):
+
+        async def create(capacity: int) -> Room:
             async with session.post(f"{base}/api/challenge") as response:
                 token = (await response.json())["token"]
-            body = {"token": token, "nonce": "0", "capacity": workload["members"]}
+            body = {"token": token, "nonce": "0", "capacity": capacity}
             async with session.post(f"{base}/api/rooms", json=body) as response:
                 answer = await response.json()
-            rooms.append(Room(answer["room"], answer["secret"], workload["payload"], stats))
+            return Room(answer["room"], answer["secret"], workload["payload"], stats)
+
+        rooms = [await create(workload["members"]) for _ in range(workload["rooms"])]
+        # Rooms for the join phases, made now so that only joins are counted there.
+        join_rooms = [await create(workload["join_room"])
+                      for _ in range(3 * workload["joins"] // workload["join_room"])]
     loop = asyncio.get_running_loop()
+
+    async def join(room: Room) -> None:
+        member = Member(room, stats, upgrade_request(f"127.0.0.1:{port}", room.room_id), 1 << 20)
+        room.members.append(member)
+        await loop.create_connection(lambda m=member: m, "127.0.0.1", port)  # type: ignore[misc]
+        await asyncio.wait_for(member.joined, 60)
+
     for room in rooms:
         for _ in range(workload["members"]):
-            member = Member(room, stats, upgrade_request(f"127.0.0.1:{port}", room.room_id),
-                            1 << 20)
-            room.members.append(member)
-            await loop.create_connection(lambda m=member: m, "127.0.0.1", port)  # type: ignore[misc]
-            await asyncio.wait_for(member.joined, 60)
+            await join(room)
     # Let the join notices settle before anything is counted.
     await asyncio.sleep(0.5)
     burst = workload["burst"]
@@ -122,8 +135,19 @@ async def drive(port: int, pid: int, workload: dict[str, Any], dumps: Path) -> N
     await asyncio.to_thread(callgrind_control, "-d", str(pid))
     await run(2 * workload["steps"])
     await asyncio.to_thread(callgrind_control, "-d", str(pid))
+
+    # Each room is filled in turn, so both phases see the same mix of notices per join.
+    unused = list(join_rooms)
+    for phase in (1, 2):
+        for _ in range(phase * workload["joins"] // workload["join_room"]):
+            room = unused.pop(0)
+            for _ in range(workload["join_room"]):
+                await join(room)
+            # The last member's join notices leave in the next loop iteration; let them.
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(callgrind_control, "-d", str(pid))
     stats.closing = True
-    for room in rooms:
+    for room in rooms + join_rooms:
         for member in room.members:
             member.abort()
     if stats.errors or tally.gaps or tally.out_of_order:
@@ -163,6 +187,8 @@ def measure(engine: str, workload: dict[str, Any], workdir: Path) -> dict[str, A
             server.wait()
     phase_a = totals(out / f"callgrind.{server.pid}.1")
     phase_b = totals(out / f"callgrind.{server.pid}.2")
+    phase_c = totals(out / f"callgrind.{server.pid}.3")
+    phase_d = totals(out / f"callgrind.{server.pid}.4")
     deliveries = workload["steps"] * (workload["members"] - 1) * workload["burst"]
     return {
         "engine": engine,
@@ -170,6 +196,10 @@ def measure(engine: str, workload: dict[str, Any], workdir: Path) -> dict[str, A
         "ir_phase_b": phase_b,
         "deliveries_per_phase_a": deliveries,
         "ir_per_delivery": round((phase_b - phase_a) / deliveries, 1),
+        "ir_phase_c": phase_c,
+        "ir_phase_d": phase_d,
+        "joins_per_phase_c": workload["joins"],
+        "ir_per_join": round((phase_d - phase_c) / workload["joins"], 1),
         "seconds": round(time.monotonic() - started, 1),
     }
 
@@ -198,20 +228,22 @@ def compare(measured: dict[str, Any], baseline: dict[str, Any],
             tolerance: float = TOLERANCE) -> list[str]:
     """Regressions of ``measured`` against ``baseline``, as sentences; empty when none.
 
-    The extension's instructions per delivery may exceed the baseline's by ``tolerance`` (a
-    fraction). The twin's cost is compared the same way: a pure-Python change shows there.
+    The extension's instructions per delivery and per join may exceed the baseline's by
+    ``tolerance`` (a fraction). The twin's costs are compared the same way: a pure-Python
+    change shows there.
     """
     problems = []
     for engine in ENGINES:
-        key = f"{engine}_ir_per_delivery"
-        if key not in measured or key not in baseline:
-            continue
-        now, then = measured[key], baseline[key]
-        if now > then * (1 + tolerance):
-            problems.append(
-                f"{engine} engine: {now:,.0f} instructions per delivery against a baseline of "
-                f"{then:,.0f} (+{(now / then - 1) * 100:.1f}%, tolerance "
-                f"{tolerance * 100:.0f}%)")
+        for unit in ("delivery", "join"):
+            key = f"{engine}_ir_per_{unit}"
+            if key not in measured or key not in baseline:
+                continue
+            now, then = measured[key], baseline[key]
+            if now > then * (1 + tolerance):
+                problems.append(
+                    f"{engine} engine: {now:,.0f} instructions per {unit} against a baseline "
+                    f"of {then:,.0f} (+{(now / then - 1) * 100:.1f}%, tolerance "
+                    f"{tolerance * 100:.0f}%)")
     return problems
 
 
@@ -246,17 +278,23 @@ def main(argv: list[str] | None = None) -> int:
             for engine in engines:
                 m = measure(engine, workload, workdir)
                 result[f"{engine}_ir_per_delivery"] = m["ir_per_delivery"]
+                result[f"{engine}_ir_per_join"] = m["ir_per_join"]
                 result[f"{engine}_detail"] = m
                 print(f"guard: {engine:<6} {m['ir_per_delivery']:>10,.0f} instructions per "
-                      f"delivery ({m['seconds']:.0f} s)", file=sys.stderr)
+                      f"delivery, {m['ir_per_join']:>10,.0f} per join ({m['seconds']:.0f} s)",
+                      file=sys.stderr)
     except (RuntimeError, OSError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
         print(f"guard: error: could not measure: {exc}", file=sys.stderr)
         return 2
     if "cython_ir_per_delivery" in result and "python_ir_per_delivery" in result:
         result["python_to_cython_ratio"] = round(
             result["python_ir_per_delivery"] / result["cython_ir_per_delivery"], 2)
+        result["python_to_cython_join_ratio"] = round(
+            result["python_ir_per_join"] / result["cython_ir_per_join"], 2)
         print(f"guard: the twin spends {result['python_to_cython_ratio']:.2f} times the "
-              "extension's instructions per delivery (same run)", file=sys.stderr)
+              "extension's instructions per delivery and "
+              f"{result['python_to_cython_join_ratio']:.2f} times per join (same run)",
+              file=sys.stderr)
     result["seconds"] = round(time.monotonic() - started, 1)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -307,8 +307,14 @@ def checks(results: dict[str, dict[str, dict[str, Any]]]) -> list[tuple[str, str
         rss = get(scenario, "pugfast-cython", "rss_per_connection")
         conns = get(scenario, "pugfast-cython", "connections")
         if rss is not None:
-            out.append((f"{scenario}: <= 16 KiB RSS per idle joined connection",
-                        f"{rss / 1024:.1f} KiB at {conns or 0:,.0f} connections", rss <= 16384))
+            out.append((f"{scenario}: <= 4 KiB RSS per idle joined connection",
+                        f"{rss / 1024:.2f} KiB at {conns or 0:,.0f} connections", rss <= 4096))
+    join_cpu = get("join-storm", "pugfast-cython", "cpu_us_per_join")
+    if join_cpu is not None:
+        plain = get("join-storm", "aiohttp-plain", "cpu_us_per_join")
+        against = f" (plain aiohttp: {plain:,.0f} us)" if plain else ""
+        out.append(("join-storm: <= 100 us of relay CPU per join",
+                    f"{join_cpu:,.0f} us{against}", join_cpu <= 100))
     for scenario, kinds in results.items():
         for kind, summary in kinds.items():
             if summary.get("lost"):

@@ -1,7 +1,8 @@
 """The connection layer and broadcast fan-out: the pure-Python twin of the compiled engine.
 
-A ``Connection`` owns one upgraded WebSocket. aiohttp hands it the connection's bytes through
-its payload-parser hook (``feed_data``/``feed_eof``); the connection parses them, relays binary
+A ``Connection`` owns one upgraded WebSocket. It is its transport's protocol from the 101 on
+(``data_received``/``connection_lost``; or, for an upgrade aiohttp answered, it is fed through
+aiohttp's payload-parser hook, ``feed_data``/``feed_eof``); it parses the bytes, relays binary
 messages to the other members of its ``Group`` itself, answers pings, enforces the rate limit,
 and passes text messages and its own end to a *session* object (the room logic, in Python):
 
@@ -173,7 +174,33 @@ class Connection:
         self._tokens = float(burst)
         self._last_notice = -RATE_NOTICE_INTERVAL
 
+    # -- the transport's protocol ---------------------------------------------------------
+    # From the upgrade on, the connection is its transport's protocol (``set_protocol``): the
+    # event loop hands each read straight to ``data_received``. Nothing waits on writing: a
+    # member is judged by its transport's buffer instead (``_queue``). An end of input closes
+    # the transport, which then reports ``connection_lost``.
+
+    def connection_made(self, transport: Any) -> None:
+        pass  # the transport came with the constructor
+
+    def data_received(self, data: bytes) -> None:
+        self.feed_data(data)
+
+    def eof_received(self) -> None:
+        return None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.feed_eof()
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
     # -- aiohttp's payload-parser interface ------------------------------------------------
+    # An upgrade that aiohttp answered (on a connection it already served) feeds the same
+    # connection through aiohttp's own hook instead (docs/engine.md).
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         """Take bytes from the socket; relay, answer or hand on every complete message."""
@@ -208,7 +235,7 @@ class Connection:
         return _DONE if self.closing else _MORE
 
     def feed_eof(self) -> None:
-        """The transport is gone (aiohttp calls this from its connection_lost)."""
+        """The transport is gone (its connection_lost)."""
         self.closing = True
         self._aborted = True
         self._pending = bytearray()

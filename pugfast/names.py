@@ -29,7 +29,9 @@ def pick_name(taken: Container[str]) -> str:
     all, a number is added to stay unique.
     """
     for _ in range(64):
-        name = f"{secrets.choice(ADJECTIVES)} {secrets.choice(ANIMALS)}"
+        # One draw from the OS for both words: each is a system call.
+        pair = secrets.randbelow(len(ADJECTIVES) * len(ANIMALS))
+        name = f"{ADJECTIVES[pair // len(ANIMALS)]} {ANIMALS[pair % len(ANIMALS)]}"
         if name not in taken:
             return name
     for adjective in ADJECTIVES:

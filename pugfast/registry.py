@@ -17,7 +17,7 @@ from .names import pick_name
 from .pow import b64u
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Member:
     """One joined connection: its id in the room, its display name and its engine connection."""
 

@@ -30,6 +30,7 @@ if not _DISABLED:
             apply_mask,
             encode_close,
             encode_frame,
+            parse_upgrade_head,
         )
     except ImportError:
         _DISABLED = True
@@ -48,6 +49,7 @@ if _DISABLED:
         encode_close,
         encode_frame,
     )
+    from ._head import parse_upgrade_head
     from ._sink import DeliverySink, DeliveryTally, Lockstep, MessageSource
 
 IMPLEMENTATION: str = "python" if _DISABLED else "cython"
@@ -55,5 +57,5 @@ IMPLEMENTATION: str = "python" if _DISABLED else "cython"
 __all__ = [
     "IMPLEMENTATION", "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT",
     "Connection", "DeliverySink", "DeliveryTally", "Flusher", "FrameParser", "Group",
-    "Lockstep", "MessageSource", "apply_mask", "encode_close", "encode_frame",
+    "Lockstep", "MessageSource", "apply_mask", "encode_close", "encode_frame", "parse_upgrade_head",
 ]

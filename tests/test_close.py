@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from support import RawClient, client_frame, running_relay
 
-from pugfast import app
+from pugfast import gateway
 
 
 async def test_a_close_of_the_relays_own_half_closes_and_waits_for_the_client() -> None:
@@ -33,7 +33,7 @@ async def test_a_close_of_the_relays_own_half_closes_and_waits_for_the_client() 
 
 
 async def test_a_client_that_never_hangs_up_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(app, "CLOSE_LINGER", 0.2)
+    monkeypatch.setattr(gateway, "CLOSE_LINGER", 0.2)
     async with running_relay() as r:
         client = await r.raw("A" * 22)
         await client.send_json({"type": "join", "secret": "x"})

@@ -6,11 +6,12 @@ import pytest
 
 from pugfast.handshake import HandshakeError, accept_key, check_upgrade, origin_allowed
 
+# check_upgrade reads fields by lower-case name, as the engine's head parser gives them.
 GOOD = {
-    "Upgrade": "websocket",
-    "Connection": "keep-alive, Upgrade",
-    "Sec-WebSocket-Version": "13",
-    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "upgrade": "websocket",
+    "connection": "keep-alive, Upgrade",
+    "sec-websocket-version": "13",
+    "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
 }
 
 
@@ -20,15 +21,37 @@ def test_rfc_6455_sample_key() -> None:
 
 
 @pytest.mark.parametrize(
+    "change",
+    [
+        {"upgrade": "WebSocket"},
+        {"upgrade": "websocket, h2c"},
+        {"connection": "Upgrade"},
+        {"connection": "UPGRADE,keep-alive"},
+        {"sec-websocket-key": "  dGhlIHNhbXBsZSBub25jZQ==  "},
+        {"sec-websocket-version": " 13 "},
+    ],
+)
+def test_good_upgrades_in_other_spellings(change: dict[str, str]) -> None:
+    assert check_upgrade({**GOOD, **change}) == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+
+@pytest.mark.parametrize(
     ("change", "status"),
     [
-        ({"Upgrade": "h2c"}, 400),
-        ({"Connection": "keep-alive"}, 400),
-        ({"Sec-WebSocket-Version": "8"}, 426),
-        ({"Sec-WebSocket-Version": ""}, 426),
-        ({"Sec-WebSocket-Key": ""}, 400),
-        ({"Sec-WebSocket-Key": "c2hvcnQ="}, 400),
-        ({"Sec-WebSocket-Key": "not base64!!"}, 400),
+        ({"upgrade": "h2c"}, 400),
+        ({"upgrade": "websockets"}, 400),
+        ({"connection": "keep-alive"}, 400),
+        ({"connection": "upgrades"}, 400),
+        ({"sec-websocket-version": "8"}, 426),
+        ({"sec-websocket-version": ""}, 426),
+        ({"sec-websocket-key": ""}, 400),
+        ({"sec-websocket-key": "c2hvcnQ="}, 400),
+        ({"sec-websocket-key": "not base64!!"}, 400),
+        ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ"}, 400),
+        ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ="}, 400),
+        ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25j ZQ=="}, 400),
+        ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==="}, 400),
+        ({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ-_"}, 400),
     ],
 )
 def test_bad_upgrades_are_refused(change: dict[str, str], status: int) -> None:

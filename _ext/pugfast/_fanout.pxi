@@ -155,15 +155,39 @@ cdef class Connection:
     def __dealloc__(self):
         free(self._out)
 
+    # -- the transport's protocol (see pugfast/_fanout.py) ---------------------------------
+
+    def connection_made(self, transport):
+        pass
+
+    def data_received(self, data):
+        self._feed(data)
+
+    def eof_received(self):
+        return None
+
+    def connection_lost(self, exc):
+        self.feed_eof()
+
+    def pause_writing(self):
+        pass
+
+    def resume_writing(self):
+        pass
+
     # -- aiohttp's payload-parser interface ------------------------------------------------
 
     def feed_data(self, data):
         """Take bytes from the socket; relay, answer or hand on every complete message."""
+        self._feed(data)
+        return _DONE if self.closing else _MORE
+
+    cdef int _feed(self, data) except -1:
         cdef FrameParser parser = self._parser
         cdef double now
         cdef int opcode
         if self.closing:
-            return _DONE
+            return 0
         if not PyBytes_CheckExact(data):
             data = bytes(data)
         now = self._clock()
@@ -192,10 +216,10 @@ cdef class Connection:
                 # An unsolicited pong is ignored; its arrival already counted as activity.
         except ProtocolError as exc:
             self.close(exc.code, exc.reason)
-        return _DONE if self.closing else _MORE
+        return 0
 
     def feed_eof(self):
-        """The transport is gone (aiohttp calls this from its connection_lost)."""
+        """The transport is gone (its connection_lost)."""
         self.closing = True
         self._aborted = True
         self._out_len = 0

@@ -117,6 +117,7 @@ cdef class Connection:
     cdef double _tokens
     cdef double _last_notice
 
+    cdef int _feed(self, data) except -1
     cdef bint _take_token(self, double now) except -1
     cdef int _on_binary(self, const unsigned char* payload, Py_ssize_t n, double now) except -1
     cdef int _on_text(self, bytes payload, double now) except -1

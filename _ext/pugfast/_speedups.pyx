@@ -1,8 +1,9 @@
 # cython: language_level=3
-"""The compiled engine: the WebSocket frame codec, the broadcast fan-out and the load
-generator's delivery sink.
+"""The compiled engine: the WebSocket frame codec, the broadcast fan-out, the load generator's
+delivery sink, and the check of a room upgrade's request head.
 
-Its pure-Python twin is pugfast/_frames.py, pugfast/_fanout.py and pugfast/_sink.py;
+Its pure-Python twin is pugfast/_frames.py, pugfast/_fanout.py, pugfast/_sink.py and
+pugfast/_head.py;
 pugfast/speedups.py picks one of the two. The sources are split by job into the included files
 below, so that the codec, the fan-out and the sink share one C module (the fan-out and the sink
 read a parsed payload straight out of the parser's buffer, without a Python object in between).
@@ -11,3 +12,4 @@ read a parsed payload straight out of the parser's buffer, without a Python obje
 include "_frames.pxi"
 include "_fanout.pxi"
 include "_sink.pxi"
+include "_head.pxi"
