@@ -1,7 +1,10 @@
 """The HTTP side of the relay (PROTOCOL.md §1): pages, assets, the API and the upgrade.
 
-aiohttp serves every plain HTTP request. A WebSocket upgrade is answered here with a 101, and
-the connection is then handed to the engine through aiohttp's payload-parser hook
+aiohttp serves every plain HTTP request. A WebSocket upgrade is nearly always answered by the
+front door before aiohttp sees it (pugfast/frontdoor.py); the ones that reach aiohttp are the
+front door's refusals, answered here with the relay's JSON errors, and upgrades on a
+connection that already carried a request. Those it accepts are answered here with a 101,
+and the connection is handed to the engine through aiohttp's payload-parser hook
 (``request.protocol.set_parser``), the same hook aiohttp's own WebSocketResponse uses; see
 docs/engine.md for why that is safe and which aiohttp versions it relies on.
 """
@@ -9,34 +12,36 @@ docs/engine.md for why that is safe and which aiohttp versions it relies on.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .allowance import CONNECTIONS, ROOMS
+from .frontdoor import FrontDoor
 from .gateway import Gateway
 from .handshake import HandshakeError, check_upgrade, origin_allowed
+from .headers import HSTS, SECURITY_HEADERS, content_security_policy
 from .pow import ChallengeError, valid_nonce, valid_token_text
+from .privacy import quiet_client_faults
 
 MAX_BODY = 4096
-# How long a closing WebSocket may take to hang up after the relay's close frame.
-CLOSE_LINGER = 3.0
 ROOM_ID = "[A-Za-z0-9_-]{22}"
-_SAFE_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 GATEWAY = web.AppKey("gateway", Gateway)
+# The loop time by which a request's body must have arrived (set by ``request_arrived``).
+BODY_BY = web.RequestKey("body_by", float)
 
 _STATUS_CODES = {
     400: "bad_request",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     426: "upgrade_required",
     429: "rate_limited",
@@ -73,9 +78,44 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
         message = {
             404: "nothing here",
             405: f"{request.method} is not allowed here",
+            408: "the request did not arrive in time",
             413: f"request bodies are limited to {MAX_BODY} bytes",
         }.get(exc.status, exc.reason)
-        return json_error(exc.status, _STATUS_CODES.get(exc.status, "error"), message, headers)
+        response = json_error(exc.status, _STATUS_CODES.get(exc.status, "error"), message, headers)
+        if exc.status == 408:
+            response.force_close()
+        return response
+    except (HttpProcessingError, web.RequestPayloadError):
+        # The body broke off or would not decode (a bad chunk, a Content-Encoding that is not
+        # what it says): aiohttp raises that from request.read(), and left alone it would be
+        # a 500 and an ERROR line for what is a malformed request.
+        return json_error(400, "bad_request", "the request body could not be read")
+
+
+@web.middleware
+async def request_arrived(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Tell the connection's front door that a request head arrived whole, so that its first
+    request deadline now covers only the body (pugfast/frontdoor.py)."""
+    transport = request.transport
+    door = transport.get_protocol() if transport is not None else None
+    if isinstance(door, FrontDoor):
+        request[BODY_BY] = door.request_arrived()
+    return await handler(request)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, which must arrive by the request deadline (PROTOCOL.md §1.0);
+    raises web.HTTPRequestTimeout (408) when it does not."""
+    body_by = request.get(BODY_BY)
+    if body_by is None:
+        return await request.read()
+    try:
+        return await asyncio.wait_for(request.read(), body_by - asyncio.get_running_loop().time())
+    except asyncio.TimeoutError:
+        gateway = request.app[GATEWAY]
+        if gateway.entrance is not None:
+            gateway.entrance.deadline_closes += 1
+        raise web.HTTPRequestTimeout() from None
 
 
 @web.middleware
@@ -92,33 +132,13 @@ async def one_request_per_connection(request: web.Request, handler: Any) -> web.
     return response
 
 
-@functools.lru_cache(maxsize=64)
-def content_security_policy(host: str) -> str:
-    """The policy for pages served as ``host``: a WebSocket may go only to that host.
-
-    Cached, since a relay answers under one or two names: every response then shares one
-    string (WebSocket responses stay in memory as long as their connection).
-    """
-    connect = f"'self' ws://{host} wss://{host}" if _SAFE_HOST.fullmatch(host) else "'self'"
-    return (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        f"connect-src {connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
-
-
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Strict headers on every response, errors and the 101 included; never a cookie."""
     headers = response.headers
     headers["Content-Security-Policy"] = content_security_policy(request.host or "")
-    headers["Referrer-Policy"] = "no-referrer"
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["X-Frame-Options"] = "DENY"
-    headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    headers["Cross-Origin-Resource-Policy"] = "same-origin"
-    headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=(), interest-cohort=()"
-    headers["Server"] = "pugfast"
+    headers.update(SECURITY_HEADERS)
     if request.app[GATEWAY].settings.tls:
-        headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+        headers[HSTS[0]] = HSTS[1]
     if "Cache-Control" not in headers:
         # Assets may be kept if revalidated; pages, API answers and errors never are.
         asset = request.path.startswith("/static/") and response.status < 400
@@ -138,8 +158,14 @@ async def room_page(request: web.Request) -> web.StreamResponse:
 async def static_file(request: web.Request) -> web.StreamResponse:
     """A file of the client, from static/ and nowhere else; anything else is a JSON 404."""
     root = static_dir().resolve()
-    path = (root / request.match_info["path"]).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        path = (root / request.match_info["path"]).resolve()
+        found = path.is_relative_to(root) and path.is_file()
+    except (OSError, ValueError):
+        # A name the file system cannot even look up (too long, a NUL byte from %00) names
+        # no asset: the client's error, not the relay's.
+        found = False
+    if not found:
         raise web.HTTPNotFound()
     return web.FileResponse(path)
 
@@ -161,7 +187,7 @@ async def limits(request: web.Request) -> web.Response:
 
 
 async def challenge(request: web.Request) -> web.Response:
-    await request.read()  # ignored, but held to the body limit like any other
+    await read_body(request)  # ignored, but held to the body limit and deadline like any other
     gateway = request.app[GATEWAY]
     token, deadline = gateway.issuer.issue(gateway.clock())
     expires = int((time.time() + deadline - gateway.clock()) * 1000)
@@ -182,7 +208,7 @@ def _optional_int(body: dict[str, Any], name: str, default: int, low: int, high:
 async def create_room(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     s = gateway.settings
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -255,6 +281,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         conn, session = gateway.open_connection(transport, request.match_info["room"])
     finally:
         gateway.unreserve(CONNECTIONS)
+    door = transport.get_protocol()
+    if isinstance(door, FrontDoor):
+        door.became_websocket()
     # From here on aiohttp passes every byte of this connection to the engine, starting with
     # any it had already read past the request head.
     request.protocol.set_parser(conn)
@@ -263,20 +292,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         # The client left while the 101 was being sent, before aiohttp had a parser to tell.
         conn.feed_eof()
     # aiohttp closes the transport when this handler returns, so it returns only once the
-    # connection is gone: after the client hung up in answer to the close, or CLOSE_LINGER
-    # seconds after the close began, whichever comes first.
-    await session.closed
-    try:
-        await asyncio.wait_for(asyncio.shield(session.lost), CLOSE_LINGER)
-    except asyncio.TimeoutError:
-        transport.abort()
-        await session.lost
+    # connection is gone (the gateway drops a client that does not hang up after the close).
+    await session.wait_lost(conn)
     return response
 
 
 def make_app(gateway: Gateway) -> web.Application:
     """The relay's aiohttp application, serving ``gateway``."""
-    middlewares = [errors_as_json]
+    # Here as well as in configure_logging, so that a relay run in-process (tests, an
+    # embedding program) also logs a client's malformed request at debug only, scrubbed.
+    quiet_client_faults()
+    middlewares = [request_arrived, errors_as_json]
     if gateway.settings.workers > 1:
         middlewares.insert(0, one_request_per_connection)
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)

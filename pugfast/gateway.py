@@ -44,21 +44,32 @@ _REFUSAL_LABELS = {
 _NOT_CREATOR = orjson.dumps({"type": "error", "code": "not_creator"})
 
 
+# How long a connection the relay is closing may take to hang up after the close frame
+# before it is dropped (the relay half-closes and keeps reading until then; see _end_output
+# in pugfast/_fanout.py).
+CLOSE_LINGER = 3.0
+
+
 class Session:
     """What the gateway knows of one connection: the room it asked for and, once joined, its
-    membership. The engine calls ``on_text``, ``on_closed`` and ``on_lost``; ``closed`` is done
-    once the connection has started to close, ``lost`` once its TCP connection is gone."""
+    membership. The engine calls ``on_text``, ``on_closed`` and ``on_lost``.
 
-    __slots__ = ("closed", "gateway", "lost", "member", "pinged_at", "room", "room_id")
+    It holds no future: an idle connection costs what it must and no more. ``wait_lost`` makes
+    one for the rare caller that must wait for the end (an upgrade aiohttp answered).
+    """
 
-    def __init__(self, gateway: Gateway, room_id: str, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = ("_lost", "address", "gateway", "linger", "member", "pinged_at", "room", "room_id")
+
+    def __init__(self, gateway: Gateway, room_id: str) -> None:
         self.gateway = gateway
         self.room_id = room_id
         self.room: Room | None = None
         self.member: Member | None = None
         self.pinged_at = 0.0
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.lost: asyncio.Future[None] = loop.create_future()
+        self.linger: asyncio.TimerHandle | None = None
+        self._lost: asyncio.Future[None] | None = None
+        # The keyed hash of the client's address, while the per-address cap counts it.
+        self.address: bytes | None = None
 
     def on_text(self, conn: Connection, payload: bytes) -> None:
         self.gateway.handle_text(self, conn, payload)
@@ -68,8 +79,25 @@ class Session:
 
     def on_lost(self, conn: Connection) -> None:
         self.gateway.connections.discard(conn)
-        if not self.lost.done():
-            self.lost.set_result(None)
+        entrance = self.gateway.entrance
+        if self.address is not None:
+            entrance.release_address(self.address)
+            self.address = None
+        if entrance is not None:
+            entrance.descriptor_freed()
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(None)
+
+    def wait_lost(self, conn: Connection) -> asyncio.Future[None]:
+        """A future done once the connection's TCP connection is gone."""
+        if self._lost is None:
+            self._lost = asyncio.get_running_loop().create_future()
+            if conn not in self.gateway.connections:
+                self._lost.set_result(None)
+        return self._lost
 
 
 class Shared(Protocol):
@@ -98,6 +126,8 @@ class Gateway:
         self.issuer = ChallengeIssuer(settings.pow_difficulty, key=token_key)
         # With --workers, the supervisor keeps the one set of spent tokens and the caps.
         self._shared = shared
+        # The front door's shared state (pugfast.frontdoor.Entrance), once the relay listens.
+        self.entrance: Any = None
         self.flusher = Flusher(loop.call_soon)
         # Every WebSocket connection until its TCP connection is gone, closing ones included.
         self.connections: set[Connection] = set()
@@ -215,7 +245,7 @@ class Gateway:
     def open_connection(self, transport: Any, room_id: str) -> tuple[Connection, Session]:
         """Wrap an upgraded transport in an engine connection for the room ``room_id``."""
         s = self.settings
-        session = Session(self, room_id, self._loop)
+        session = Session(self, room_id)
         conn = Connection(
             transport,
             session,
@@ -265,7 +295,8 @@ class Gateway:
             return
         self.joins += 1
         member = room.add_member(conn)
-        session.room, session.member = room, member
+        # The room's own id from now on: the copy read from the request goes.
+        session.room, session.member, session.room_id = room, member, room.id
         conn.member_id = member.id
         members = [m.describe() for m in room.members.values()]
         conn.send_text(
@@ -308,8 +339,9 @@ class Gateway:
                 )
             else:
                 self.end_room(room, None)
-        if not session.closed.done():
-            session.closed.set_result(None)
+        if conn in self.connections:
+            # A client that never hangs up after the close is dropped after a while.
+            session.linger = self._loop.call_later(CLOSE_LINGER, conn.transport.abort)
 
     # -- liveness ------------------------------------------------------------------------
 
@@ -347,12 +379,12 @@ class Gateway:
             conn.close(CLOSE_GOING_AWAY, "server shutdown")
         for room in list(self.registry.rooms.values()):
             self.end_room(room, None)
-        if not connections:
-            return
-        lost = [conn.session.lost for conn in connections]
-        await asyncio.wait(lost, timeout=timeout)
+        deadline = self.clock() + timeout
+        while self.connections and self.clock() < deadline:
+            await asyncio.sleep(0.01)
         for conn in list(self.connections):
             conn.transport.abort()
-        # An aborted transport reports its end on the next loop iteration; once every one has,
+        # An aborted transport reports its end on a later loop iteration; once every one has,
         # aiohttp's own shutdown finds no handler still running.
-        await asyncio.wait(lost)
+        while self.connections:
+            await asyncio.sleep(0.01)

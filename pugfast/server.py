@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import ssl
@@ -16,8 +17,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from . import __version__
+from .acceptor import RESERVED_DESCRIPTORS, Acceptor, raise_open_file_limit
 from .app import make_app
 from .config import Settings
+from .frontdoor import Entrance, FrontDoor
 from .gateway import Gateway
 from .metrics import make_metrics_app, render, snapshot
 from .registry import RoomIds
@@ -72,7 +75,9 @@ class Relay:
         self.port = 0
         self.metrics_port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._site: web.SockSite | None = None
+        self._entrance: Entrance | None = None
+        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -80,6 +85,7 @@ class Relay:
         s = self.settings
         loop = asyncio.get_running_loop()
         link = self.link
+        files = raise_open_file_limit()
         if link is None:
             gateway = Gateway(s, loop, ids=RoomIds(s.node))
         else:
@@ -90,11 +96,22 @@ class Relay:
         self.gateway = gateway
         # No access log: it would name rooms (in paths) and addresses.
         self._runner = web.AppRunner(
-            make_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=1.0
+            make_app(gateway), access_log=None, handle_signals=False, shutdown_timeout=1.0,
+            keepalive_timeout=s.keepalive_timeout, lingering_time=s.request_timeout,
         )
         await self._runner.setup()
+        assert self._runner.server is not None
+        # Every connection starts at the front door, which answers WebSocket upgrades itself
+        # and hands everything else to aiohttp's server (pugfast/frontdoor.py).
+        self._entrance = Entrance(gateway, self._runner.server, tls=s.tls)
+        self._entrance.start(loop)
         self._sweeper = loop.create_task(gateway.sweep_forever())
+        # What start-up made (modules, the application, tables) lives as long as the relay:
+        # the cyclic garbage collector need not walk it again at every full collection, which
+        # with many connections open comes round often during a join storm.
+        gc.freeze()
         if link is not None:
+            self._entrance.address_released = link.connection_closed
             link.start(loop, self._adopt, lambda: snapshot(gateway), gateway.give_back,
                        self._on_link_lost)
             log.debug("worker %d of %d ready (engine: %s)", link.index + 1, link.workers,
@@ -102,11 +119,15 @@ class Relay:
             return
         sock = socket.create_server((s.host, s.port), family=_family(s.host), backlog=BACKLOG)
         self.port = sock.getsockname()[1]
-        # aiohttp listens again on the socket it is given, with its own backlog unless told.
-        self._site = web.SockSite(
-            self._runner, sock, ssl_context=self._ssl_context(), backlog=BACKLOG
-        )
-        await self._site.start()
+        if type(loop).__module__.startswith("uvloop"):
+            self._server = await loop.create_server(
+                self._entrance, sock=sock, ssl=self._ssl_context(), backlog=BACKLOG
+            )
+        else:
+            # The standard library's server spins and logs when descriptors run out.
+            self._acceptor = Acceptor(loop, sock, self._entrance, self._ssl_context())
+            self._entrance.descriptor_freed = self._acceptor.descriptor_freed
+            self._acceptor.start()
         if s.metrics_address is not None:
             await self._start_metrics(*s.metrics_address)
         # The port, not the address: no log line names an IP address, not even our own.
@@ -115,20 +136,29 @@ class Relay:
             __version__, self.port, "https" if s.tls else "http", IMPLEMENTATION,
             type(asyncio.get_running_loop()).__module__.split(".")[0],
         )
+        log.info("open files: up to %d, room for about %d connections",
+                 files, max(0, files - RESERVED_DESCRIPTORS))
 
-    def _adopt(self, sock: socket.socket) -> None:
-        """Serve a connection the supervisor accepted, as if this relay had accepted it."""
-        assert self._runner is not None and self._runner.server is not None
-        task = asyncio.get_running_loop().create_task(self._serve_accepted(self._runner.server, sock))
+    def _adopt(self, sock: socket.socket, address: bytes | None) -> None:
+        """Serve a connection the supervisor accepted, as if this relay had accepted it;
+        ``address`` is its key when the supervisor counts connections per address."""
+        assert self._entrance is not None
+        task = asyncio.get_running_loop().create_task(
+            self._serve_accepted(self._entrance, sock, address)
+        )
         self._adopting.add(task)
         task.add_done_callback(self._adopting.discard)
 
     @staticmethod
-    async def _serve_accepted(server: web.Server, sock: socket.socket) -> None:
+    async def _serve_accepted(entrance: Entrance, sock: socket.socket, address: bytes | None) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(server, sock)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: FrontDoor(entrance, address), sock
+            )
         except OSError:
             sock.close()
+            if address is not None:
+                entrance.release_address(address)
 
     async def _start_metrics(self, host: str, port: int) -> None:
         gateway = self.gateway
@@ -166,11 +196,17 @@ class Relay:
                 await sweeper
         if self.link is not None:
             self.link.close()
-        site, self._site = self._site, None
-        if site is not None:
-            # First refuse new connections, so none arrives while members are being closed
-            # (and a load balancer's health check fails at once).
-            await site.stop()
+        # First refuse new connections, so none arrives while members are being closed (and
+        # a load balancer's health check fails at once).
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.close()
+        if self._entrance is not None:
+            self._entrance.stop()
+            self._entrance.close_pending()
         if self.gateway is not None:
             await self.gateway.close_all(self.shutdown_grace)
         for runner in (self._runner, self._metrics_runner):
