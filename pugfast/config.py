@@ -77,12 +77,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("max-rooms", 100000, "rooms that may exist at once", low=1, high=10_000_000),
     Option("max-connections", 100000, "WebSocket connections that may be open at once",
            low=1, high=10_000_000),
+    Option("max-pending-connections", 1024,
+           "connections that have not become WebSockets; past it the one that has waited "
+           "longest for its request head is closed to make room", low=1, high=10_000_000),
+    Option("max-connections-per-address", 0,
+           "connections one client address may hold at once (0 turns the cap off; for a relay "
+           "that faces clients directly, not behind a proxy; never logged)",
+           low=0, high=1_000_000),
     Option("join-timeout", 10.0, "seconds a new connection has to send its join", kind="float",
            low=0.05, high=3600),
     Option("ping-interval", 20.0, "seconds of silence before the relay pings a connection",
            kind="float", low=0.05, high=3600),
     Option("idle-timeout", 60.0, "seconds of silence before the relay closes a connection",
            kind="float", low=0.1, high=DAY),
+    Option("request-timeout", 10.0,
+           "seconds a connection has, from its start or the end of its previous response, to "
+           "send a whole request, head and body",
+           kind="float", low=0.05, high=3600),
+    Option("keepalive-timeout", 5.0,
+           "seconds an idle keep-alive connection may wait between requests", kind="float",
+           low=0.05, high=3600),
     Option("log-level", "info", "how much to log (nothing about rooms, people or payloads "
            "is logged at any level)", kind="choice", choices=("debug", "info", "warning", "error")),
     Option("event-loop", "uvloop", "event loop implementation", kind="choice",
@@ -126,9 +140,13 @@ class Settings:
     max_buffered_bytes: int = 1048576
     max_rooms: int = 100000
     max_connections: int = 100000
+    max_pending_connections: int = 1024
+    max_connections_per_address: int = 0
     join_timeout: float = 10.0
     ping_interval: float = 20.0
     idle_timeout: float = 60.0
+    request_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
     log_level: str = "info"
     event_loop: str = "uvloop"
     workers: int = 1

@@ -40,12 +40,19 @@ SERIES: dict[str, tuple[str, str]] = {
     "pugfast_frames_sent_total": ("counter", "WebSocket frames written."),
     "pugfast_writes_total": ("counter", "Socket writes (frames are coalesced)."),
     "pugfast_slow_consumer_closes_total": ("counter", "Members closed for not reading fast enough."),
+    "pugfast_http_deadline_closes_total": ("counter", "Connections closed because a request did "
+                                           "not arrive whole in time (--request-timeout)."),
+    "pugfast_pending_evictions_total": ("counter", "Connections not yet WebSockets closed to make "
+                                        "room past --max-pending-connections."),
+    "pugfast_address_cap_refusals_total": ("counter", "Connections refused at accept by "
+                                           "--max-connections-per-address."),
 }
 
 
 def snapshot(gateway: Gateway) -> Snapshot:
     """The current value of every series for one relay process."""
     engine = gateway.flusher
+    door = gateway.entrance
     return {
         "pugfast_rooms": [("", len(gateway.registry))],
         "pugfast_connections": [("", len(gateway.connections))],
@@ -63,6 +70,9 @@ def snapshot(gateway: Gateway) -> Snapshot:
         "pugfast_frames_sent_total": [("", engine.frames)],
         "pugfast_writes_total": [("", engine.writes)],
         "pugfast_slow_consumer_closes_total": [("", engine.slow_consumers)],
+        "pugfast_http_deadline_closes_total": [("", door.deadline_closes if door else 0)],
+        "pugfast_pending_evictions_total": [("", door.evictions if door else 0)],
+        "pugfast_address_cap_refusals_total": [("", door.address_refusals if door else 0)],
     }
 
 

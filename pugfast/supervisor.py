@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -43,14 +44,19 @@ import orjson
 from aiohttp import web
 
 from . import __version__
+from .acceptor import EXHAUSTED, raise_open_file_limit
+from .acceptor import RETRY as ACCEPT_RETRY
+from .addresses import AddressCounts
 from .allowance import CONNECTIONS, KINDS, ROOMS, Ledger
 from .config import Settings
+from .headers import TIMED_OUT, error_response
 from .metrics import make_metrics_app, merge, render
 from .pow import SpentTokens
 from .registry import worker_of
 from .speedups import IMPLEMENTATION
 from .worker import (
     ACQUIRE,
+    CLOSED,
     CONNECTION,
     COUNT,
     GIVE_BACK,
@@ -68,9 +74,9 @@ log = logging.getLogger("pugfast.supervisor")
 BACKLOG = 4096
 # How much of a request the acceptor looks at: the request line is all it needs.
 PEEK_BYTES = 2048
-# A connection that has not sent its request line by then is closed. A request line nearly
-# always arrives in the first segment; when it does not, the acceptor looks again this often.
-REQUEST_LINE_TIMEOUT = 20.0
+# A connection that has not sent its request line within --request-timeout is closed. A
+# request line nearly always arrives in the first segment; when it does not, the acceptor
+# looks again this often.
 PEEK_RETRY = 0.01
 # A worker that dies sooner than this after it started is restarted only after this long,
 # so a worker that cannot start does not spin.
@@ -99,6 +105,9 @@ class WorkerProcess:
         self.ready: asyncio.Future[None] | None = None
         # Messages (and the connection each carries, if any) waiting for room in the channel.
         self.outbox: collections.deque[tuple[bytes, socket.socket | None]] = collections.deque()
+        # Connections passed to this worker by address key, for --max-connections-per-address:
+        # given back when the worker says they ended, or when it dies.
+        self.addresses: collections.Counter[bytes] = collections.Counter()
 
 
 class Supervisor:
@@ -133,7 +142,14 @@ class Supervisor:
         self._give_back_timers: dict[str, asyncio.TimerHandle] = {}
         self._listener: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._peeking: dict[int, tuple[socket.socket, asyncio.TimerHandle]] = {}
+        # Connections whose request line is awaited, oldest first: the socket, its deadline,
+        # and its address's key when the per-address cap counts it.
+        self._peeking: dict[int, tuple[socket.socket, asyncio.TimerHandle, bytes | None]] = {}
+        self._addresses = AddressCounts(settings.max_connections_per_address)
+        self._accept_reported = False
+        # Totals for --metrics-listen, beside the workers' own.
+        self.deadline_closes = 0
+        self.evictions = 0
         # Room creations take turns on their own, so that a client's challenge-then-create
         # pairs do not all land their rooms on one worker.
         self._turn = itertools.cycle(range(settings.workers))
@@ -149,6 +165,7 @@ class Supervisor:
     async def start(self) -> None:
         s = self.settings
         self._loop = asyncio.get_running_loop()
+        raise_open_file_limit()
         family = socket.AF_INET6 if ":" in s.host else socket.AF_INET
         listener = socket.create_server((s.host, s.port), family=family, backlog=BACKLOG)
         listener.setblocking(False)
@@ -183,7 +200,7 @@ class Supervisor:
         if self._listener is not None:
             loop.remove_reader(self._listener.fileno())
             self._listener.close()
-        for sock, timer in list(self._peeking.values()):
+        for sock, timer, _key in list(self._peeking.values()):
             self._forget(sock, timer)
             sock.close()
         for worker in self.workers:
@@ -242,6 +259,10 @@ class Supervisor:
 
     def _worker_gone(self, worker: WorkerProcess) -> None:
         self._close_channel(worker)
+        for key, count in worker.addresses.items():
+            for _ in range(count):
+                self._addresses.release(key)
+        worker.addresses.clear()
         # Its rooms and connections are gone, and so is its claim on the caps.
         for kind, ledger in self._ledgers.items():
             ledger.forget(worker.index)
@@ -281,18 +302,52 @@ class Supervisor:
 
     def _accept(self) -> None:
         assert self._listener is not None and self._loop is not None
+        s = self.settings
         for _ in range(64):
             try:
-                sock, _address = self._listener.accept()  # the address is never kept
+                sock, address = self._listener.accept()  # the address is never kept
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # out of file descriptors, most likely
-                log.warning("cannot accept a connection (%s)", exc.strerror)
+            except OSError as exc:
+                if exc.errno in EXHAUSTED:
+                    self._pause_accepting()
                 return
+            self._accept_reported = False
+            key = None
+            if s.max_connections_per_address:
+                key = self._addresses.admit(address[0])
+                if key is None:
+                    sock.close()
+                    continue
+            if len(self._peeking) >= s.max_pending_connections:
+                # The connection that has waited longest for its request line makes room.
+                oldest, oldest_timer, oldest_key = next(iter(self._peeking.values()))
+                self.evictions += 1
+                self._forget(oldest, oldest_timer)
+                self._release(oldest_key)
+                oldest.close()
             sock.setblocking(False)
-            timer = self._loop.call_later(REQUEST_LINE_TIMEOUT, self._give_up, sock)
-            self._peeking[sock.fileno()] = (sock, timer)
+            timer = self._loop.call_later(s.request_timeout, self._give_up, sock)
+            self._peeking[sock.fileno()] = (sock, timer, key)
             self._loop.add_reader(sock.fileno(), self._peek, sock)
+
+    def _pause_accepting(self) -> None:
+        # Out of descriptors: the listener stays readable, so reading on would spin. Look
+        # again once a second (connections end meanwhile); say so once per run of them.
+        assert self._listener is not None and self._loop is not None
+        self._loop.remove_reader(self._listener.fileno())
+        if not self._accept_reported:
+            self._accept_reported = True
+            log.warning("out of file descriptors: accepting again as connections end")
+        self._loop.call_later(ACCEPT_RETRY, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if not self._stopping and self._listener is not None and self._loop is not None:
+            self._loop.add_reader(self._listener.fileno(), self._accept)
+
+    def _release(self, key: bytes | None) -> None:
+        if key is not None:
+            self._addresses.release(key)
 
     def _peek(self, sock: socket.socket) -> None:
         try:
@@ -301,9 +356,10 @@ class Supervisor:
             return
         except OSError:
             head = b""
-        _, timer = self._peeking[sock.fileno()]
+        _, timer, key = self._peeking[sock.fileno()]
         if not head:  # the client left before it asked for anything
             self._forget(sock, timer)
+            self._release(key)
             sock.close()
             return
         end = head.find(b"\r\n")
@@ -322,7 +378,11 @@ class Supervisor:
             index = next(self._create_turn)
         else:
             index = next(self._turn)
-        self._send(self.workers[index], CONNECTION, sock)
+        worker = self.workers[index]
+        if key is not None:
+            # The worker says when the connection ends, so the count stays the relay's.
+            worker.addresses[key] += 1
+        self._send(worker, CONNECTION + (key or b""), sock)
 
     def _peek_again(self, sock: socket.socket) -> None:
         if sock.fileno() in self._peeking and self._loop is not None:
@@ -337,7 +397,12 @@ class Supervisor:
     def _give_up(self, sock: socket.socket) -> None:
         entry = self._peeking.get(sock.fileno())
         if entry is not None and entry[0] is sock:
+            self.deadline_closes += 1
             self._forget(sock, entry[1])
+            self._release(entry[2])
+            # Nothing was answered on it: say why it ends, if the socket takes it now.
+            with contextlib.suppress(OSError):
+                sock.send(error_response(408, *TIMED_OUT, False))
             sock.close()
 
     # -- the channel to each worker --------------------------------------------------------
@@ -401,6 +466,13 @@ class Supervisor:
             elif kind == TOKEN:
                 fresh = self._spent.add(message[5:].decode("ascii"), time.monotonic())
                 self._send(worker, TOKEN + request + (b"\x01" if fresh else b"\x00"))
+            elif kind == CLOSED:
+                key = message[1:]
+                if worker.addresses[key] > 0:
+                    worker.addresses[key] -= 1
+                    if not worker.addresses[key]:
+                        del worker.addresses[key]
+                    self._addresses.release(key)
             elif kind == ACQUIRE:
                 self._acquire(worker, request, message[5:6].decode("ascii"))
             elif kind == GIVE_BACK:
@@ -481,6 +553,12 @@ class Supervisor:
             for request, _ in asked:
                 self._metrics.pop(request, None)
         snapshots = [f.result() for f in done if not f.cancelled()]
+        # The acceptor's own guards, beside the workers'.
+        snapshots.append({
+            "pugfast_http_deadline_closes_total": [("", self.deadline_closes)],
+            "pugfast_pending_evictions_total": [("", self.evictions)],
+            "pugfast_address_cap_refusals_total": [("", self._addresses.refusals)],
+        })
         return render(merge(snapshots), workers=len(self.workers))
 
     async def _start_metrics(self, host: str, port: int) -> None:

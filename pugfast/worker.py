@@ -9,13 +9,16 @@ SCM_RIGHTS) and answers the worker's questions. Message kinds, one byte each, th
 
     supervisor -> worker                    worker -> supervisor
     H  hello (JSON)                         R  ready: serving
-    C  a connection (its fd attached)       Q  id(4) token: was this token spent?
+    C  key(16)?: a connection (its fd       Q  id(4) token: was this token spent?
+       attached), with its address key
+       when the per-address cap is on
     Q  id(4) 1|0: it was spent              T  id(4) token: spend this token?
     T  id(4) 1|0: the token was fresh       A  id(4) kind(1): more of this cap, please
     A  id(4) n(4): n more slots             K  kind(1) n(4): n slots given back
     K  kind(1): give back the slots         M  id(4) JSON: the metrics asked for
        you do not use
-    M  id(4): send your metrics
+    M  id(4): send your metrics             X  key(16): a connection with this
+                                               address key ended
 
 A cap's kind is ``r`` (rooms) or ``c`` (connections).
 
@@ -43,7 +46,7 @@ from .config import Settings
 log = logging.getLogger("pugfast.worker")
 
 HELLO, READY, CONNECTION, METRICS = b"H", b"R", b"C", b"M"
-SPENT, TOKEN, ACQUIRE, GIVE_BACK = b"Q", b"T", b"A", b"K"
+SPENT, TOKEN, ACQUIRE, GIVE_BACK, CLOSED = b"Q", b"T", b"A", b"K", b"X"
 REQUEST_ID = struct.Struct(">I")
 COUNT = struct.Struct(">I")
 # A seqpacket message larger than this is not one of ours.
@@ -70,7 +73,7 @@ class WorkerLink:
         # The first slots granted under each relay-wide cap, by kind (pugfast.allowance).
         self.allowance = allowance or {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._adopt: Callable[[socket.socket], None] = lambda conn: conn.close()
+        self._adopt: Callable[[socket.socket, bytes | None], None] = lambda conn, key: conn.close()
         self._metrics: Callable[[], Any] = dict
         self._give_back: Callable[[str], int] = lambda kind: 0
         self._on_lost: Callable[[], None] = lambda: None
@@ -94,12 +97,13 @@ class WorkerLink:
     def start(
         self,
         loop: asyncio.AbstractEventLoop,
-        adopt: Callable[[socket.socket], None],
+        adopt: Callable[[socket.socket, bytes | None], None],
         metrics: Callable[[], Any],
         give_back: Callable[[str], int],
         on_lost: Callable[[], None],
     ) -> None:
-        """Hand each connection to ``adopt``; answer metrics with ``metrics()`` and a request
+        """Hand each connection to ``adopt`` (with its address key, if the supervisor counts
+        addresses); answer metrics with ``metrics()`` and a request
         to give back unused slots of a cap with ``give_back(kind)``; call ``on_lost`` once the
         supervisor is gone."""
         self._loop = loop
@@ -116,6 +120,11 @@ class WorkerLink:
         for answer in self._answers.values():
             if not answer.done():
                 answer.cancel()
+
+    def connection_closed(self, address: bytes) -> None:
+        """Tell the supervisor a connection it counted under ``address`` ended."""
+        with contextlib.suppress(OSError):  # a supervisor that is gone counts nothing
+            self.sock.send(CLOSED + address)
 
     async def token_spent(self, token: str) -> bool:
         """Ask the supervisor whether ``token`` was spent, at any worker; spend nothing."""
@@ -150,7 +159,7 @@ class WorkerLink:
             except OSError:
                 message, fds = b"", []
             for fd in fds:
-                self._adopt(socket.socket(fileno=fd))
+                self._adopt(socket.socket(fileno=fd), message[1:] or None)
             if fds:
                 continue
             kind = message[:1]

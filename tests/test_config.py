@@ -14,6 +14,8 @@ SPEC_DEFAULTS = {
     "max_message_bytes": 65536, "rate_limit": 30, "rate_burst": 60,
     "max_buffered_bytes": 1048576, "max_rooms": 100000, "max_connections": 100000,
     "join_timeout": 10, "ping_interval": 20, "idle_timeout": 60, "log_level": "info",
+    "request_timeout": 10, "keepalive_timeout": 5, "max_pending_connections": 1024,
+    "max_connections_per_address": 0,
 }
 
 
@@ -44,6 +46,8 @@ ENV_SAMPLES = {
     "max-connections": ("20", 20), "join-timeout": ("2.5", 2.5), "ping-interval": ("5", 5.0),
     "idle-timeout": ("90", 90.0), "log-level": ("DEBUG", "debug"), "event-loop": ("asyncio", "asyncio"),
     "metrics-listen": ("[::1]:9300", "[::1]:9300"), "workers": ("2", 2), "node": ("N", "N"),
+    "request-timeout": ("2.5", 2.5), "keepalive-timeout": ("30", 30.0),
+    "max-pending-connections": ("64", 64), "max-connections-per-address": ("16", 16),
 }
 
 
@@ -86,6 +90,18 @@ REFUSALS = [
     ({"tls_cert": "/nonexistent.pem", "tls_key": "/etc/hostname"}, "--tls-cert must name a readable"),
     ({"metrics_listen": "9300"}, "--metrics-listen must be HOST:PORT"),
     ({"metrics_listen": "127.0.0.1:99999"}, "--metrics-listen must be HOST:PORT"),
+    ({"request_timeout": "0"}, "--request-timeout must be a number from 0.05 to 3600 (got '0')"),
+    ({"request_timeout": "-1"}, "--request-timeout must be a number from 0.05 to 3600"),
+    ({"request_timeout": "soon"}, "--request-timeout must be a number from 0.05 to 3600"),
+    ({"keepalive_timeout": "0"}, "--keepalive-timeout must be a number from 0.05 to 3600"),
+    ({"keepalive_timeout": "inf"}, "--keepalive-timeout must be a number from 0.05 to 3600"),
+    ({"max_pending_connections": "0"},
+     "--max-pending-connections must be a whole number from 1 to 10000000 (got '0')"),
+    ({"max_pending_connections": "1.5"}, "--max-pending-connections must be a whole number"),
+    ({"max_connections_per_address": "-1"},
+     "--max-connections-per-address must be a whole number from 0 to 1000000 (got '-1')"),
+    ({"max_connections_per_address": "1000001"},
+     "--max-connections-per-address must be a whole number from 0 to 1000000"),
 ]
 
 
@@ -101,6 +117,32 @@ def test_a_bad_variable_is_named_as_the_variable() -> None:
         load_settings({}, {"PUGFAST_MAX_ROOMS": "lots"})
     with pytest.raises(ConfigError, match=r"^PORT must be"):
         load_settings({}, {"PORT": "-5"})
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "message"),
+    [
+        ("PUGFAST_REQUEST_TIMEOUT", "0", "PUGFAST_REQUEST_TIMEOUT must be a number from 0.05 to"),
+        ("PUGFAST_KEEPALIVE_TIMEOUT", "-5", "PUGFAST_KEEPALIVE_TIMEOUT must be a number from 0.05"),
+        ("PUGFAST_MAX_PENDING_CONNECTIONS", "none",
+         "PUGFAST_MAX_PENDING_CONNECTIONS must be a whole number from 1 to"),
+        ("PUGFAST_MAX_CONNECTIONS_PER_ADDRESS", "-1",
+         "PUGFAST_MAX_CONNECTIONS_PER_ADDRESS must be a whole number from 0 to 1000000"),
+    ],
+)
+def test_the_front_door_variables_are_checked_like_their_flags(variable, raw, message) -> None:
+    with pytest.raises(ConfigError, match="^" + message):
+        load_settings({}, {variable: raw})
+
+
+def test_the_front_door_limits_accept_their_edges() -> None:
+    edges = {"request_timeout": "0.05", "keepalive_timeout": "3600",
+             "max_pending_connections": "1", "max_connections_per_address": "1000000"}
+    settings = load_settings(edges, {})
+    assert (settings.request_timeout, settings.keepalive_timeout) == (0.05, 3600.0)
+    assert (settings.max_pending_connections, settings.max_connections_per_address) == (1, 1000000)
+    # 0 turns the per-address cap off, and is its default.
+    assert load_settings({"max_connections_per_address": "0"}, {}).max_connections_per_address == 0
 
 
 def test_metrics_address_splits_host_and_port() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from typing import Any
 
 import pytest
 from protocol_helpers import wait_until
@@ -78,6 +79,17 @@ async def read_binary_skipping_text(client: RawClient, count: int) -> list[bytes
     return texts
 
 
+def stall(r: Any, client: RawClient, member_id: int, size: int) -> Any:
+    """Nothing will read from ``client``: its stream stops taking bytes once its buffer is
+    full, then the kernel's buffers fill, then the relay's own pending output grows. Small
+    socket buffers on both ends (which also turn off autotuning) keep that quick. Returns the
+    relay's connection for the member."""
+    client.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    conn = next(c for c in r.gateway.connections if c.member_id == member_id)
+    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    return conn
+
+
 async def test_a_member_that_never_reads_is_cut_off_and_the_others_get_everything() -> None:
     bound = 256 * 1024
     async with running_relay(rate_limit=0, max_buffered_bytes=bound) as r:
@@ -86,14 +98,7 @@ async def test_a_member_that_never_reads_is_cut_off_and_the_others_get_everythin
         reader, _ = await r.member(room)
         stalled, welcome = await r.member(room)
         names = {m["id"]: m["name"] for m in welcome["members"]}
-        # Nothing reads from `stalled`: its stream stops taking bytes once its buffer is full,
-        # then the kernel's buffers fill, then the relay's own pending output grows. Small
-        # socket buffers on both ends (which also turn off autotuning) keep that quick.
-        stalled.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-        stalled_conn = next(c for c in r.gateway.connections if c.member_id == 3)
-        stalled_conn.transport.get_extra_info("socket").setsockopt(
-            socket.SOL_SOCKET, socket.SO_SNDBUF, 8192
-        )
+        stall(r, stalled, 3, 8192)
         assert (await reader.recv_json())["type"] == "join"
         payload = b"p" * 8192
         # 3.2 MiB in lockstep steps of 128 KiB that the reader keeps up with, so only the
@@ -127,11 +132,7 @@ async def test_a_prompt_reader_is_not_cut_off_for_the_size_of_one_burst() -> Non
         stalled, _ = await r.member(room)
         sender, _ = await r.member(room)
         reader, _ = await r.member(room)
-        stalled.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stalled_conn = next(c for c in r.gateway.connections if c.member_id == 1)
-        stalled_conn.transport.get_extra_info("socket").setsockopt(
-            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
-        )
+        stalled_conn = stall(r, stalled, 1, 4096)
         assert (await sender.recv_json())["type"] == "join"
         payloads = [bytes([i]) * (32 * 1024) for i in range(4)]
         sender.send(b"".join(client_frame(2, p) for p in payloads))

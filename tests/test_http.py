@@ -366,3 +366,20 @@ async def test_deeply_nested_unknown_fields_never_crash_the_create(depth: int) -
             assert headers["Content-Type"].split(";")[0] == "application/json"
             if status == 201:
                 token = (await challenge(r))["token"]
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout() -> None:
+    async with running_relay(keepalive_timeout=0.3) as r:
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+        loop = asyncio.get_running_loop()
+        for _ in range(2):  # a kept-alive connection serves a second request before it idles
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:")))
+            await reader.readexactly(length)
+        answered = loop.time()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # the relay hung up
+        assert 0.2 < loop.time() - answered < 2.0
+        writer.close()

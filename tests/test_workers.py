@@ -218,11 +218,9 @@ async def test_a_request_line_in_pieces_still_reaches_the_owner() -> None:
             await client.close()
 
 
-async def test_a_connection_that_never_sends_its_request_line_is_closed(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(supervisor_module, "REQUEST_LINE_TIMEOUT", 0.3)
-    async with running_workers(2) as supervisor:
+async def test_a_connection_that_never_sends_its_request_line_is_closed() -> None:
+    # The acceptor's wait for a request line follows --request-timeout.
+    async with running_workers(2, request_timeout=0.3) as supervisor:
         reader, writer = await asyncio.open_connection("127.0.0.1", supervisor.port)
         writer.write(b"GET /heal")
         # Closed with the unread bytes still queued: the kernel resets it.
