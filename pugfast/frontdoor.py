@@ -12,8 +12,9 @@ the transport's protocol (``transport.set_protocol``); bytes that came behind th
 to it at once. From then on the event loop calls the engine directly.
 
 Any other request, and any upgrade the front door would refuse, goes to aiohttp as if aiohttp
-had accepted the connection: a new ``RequestHandler`` is given the transport and the bytes
-read so far. aiohttp then parses and answers it exactly as before, refusals of upgrades
+had accepted the connection, once its head is whole: a new ``RequestHandler`` is given the
+transport and the bytes read so far (until then a slow client holds a front door, not an
+HTTP handler and its task). aiohttp then parses and answers it exactly as before, refusals of upgrades
 included (pugfast.app.websocket), so every error response comes from one place. The front door
 stays the transport's protocol and passes every event on to that handler, so that it sees the
 connection end. See docs/engine.md, "The front door".
@@ -43,6 +44,7 @@ are totals, for ``--metrics-listen``; no guard keeps or logs an address.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -55,10 +57,11 @@ from .handshake import HandshakeError, check_upgrade, origin_allowed
 from .headers import TIMED_OUT, error_response, switching_protocols
 from .speedups import parse_upgrade_head
 
-# The only request the front door reads itself starts so; anything else goes to aiohttp from
-# its first byte.
+# The only request the front door answers itself starts so; any other goes to aiohttp as soon
+# as its head is whole (a head whose lines end in a bare LF, which aiohttp may accept, too).
 _PREFIX = b"GET /r/"
 _END_OF_HEAD = b"\r\n\r\n"
+_NOT_IN_A_HEAD = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # A head longer than this is no upgrade a client of ours sends: aiohttp answers it (431).
 MAX_HEAD = 8192
 
@@ -184,17 +187,18 @@ class FrontDoor(asyncio.Protocol):
         if self._transport is None:
             return  # refused or evicted: the transport is closing
         head = self._head + data if self._head else data
-        if not _PREFIX.startswith(head[: len(_PREFIX)]):
-            self._to_http(head)
-            return
         end = head.find(_END_OF_HEAD)
-        if end < 0:
-            if len(head) > MAX_HEAD:
+        if end < 0 and b"\n\n" not in head:
+            # Every request waits here until its head is whole: a client that sends it slowly
+            # holds a few hundred bytes of the relay's until its deadline, not an HTTP
+            # handler. What cannot become a head (too long, or bytes no head has, such as a
+            # TLS hello) is aiohttp's to refuse at once.
+            if len(head) > MAX_HEAD or _NOT_IN_A_HEAD.search(head):
                 self._to_http(head)
             else:
                 self._head = head
             return
-        if not self._upgrade(head, end):
+        if end < 0 or not head.startswith(_PREFIX) or not self._upgrade(head, end):
             self._to_http(head)
 
     def eof_received(self) -> bool | None:

@@ -121,3 +121,28 @@ async def test_a_client_that_leaves_mid_head_leaves_nothing_behind() -> None:
         gc.collect()
         assert not [o for o in gc.get_objects() if isinstance(o, FrontDoor)]
         assert not r.gateway.connections
+
+
+async def test_a_slow_head_holds_no_aiohttp_handler_until_it_is_whole() -> None:
+    async with running_relay() as r:
+        handlers = r.relay._runner.server.connections
+        before = len(handlers)
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+        writer.write(f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{r.port}\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        assert len(handlers) == before
+        assert len(r.gateway.entrance.pending) == 1
+        writer.write(b"\r\n")
+        status, _, body = await read_response(reader)
+        assert (status, orjson.loads(body)) == (200, {"status": "ok"})
+        writer.close()
+
+
+async def test_bytes_no_head_has_go_to_aiohttp_at_once() -> None:
+    async with running_relay() as r:
+        reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+        writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a TLS hello
+        status, _, _ = await asyncio.wait_for(read_response(reader), 2)
+        assert status == 400
+        writer.close()
