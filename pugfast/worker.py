@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 
+from .acceptor import EXHAUSTED, RETRY
 from .config import Settings
 
 log = logging.getLogger("pugfast.worker")
@@ -156,10 +157,22 @@ class WorkerLink:
                 message, fds, _flags, _address = socket.recv_fds(self.sock, MAX_MESSAGE, 16)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
+            except OSError as exc:
+                if exc.errno in EXHAUSTED and self._loop is not None:
+                    # Out of descriptors: the channel is fine, this process is full. Read on
+                    # once connections have ended, rather than spin or give up.
+                    fd = self.sock.fileno()
+                    self._loop.remove_reader(fd)
+                    self._loop.call_later(RETRY, self._loop.add_reader, fd, self._readable)
+                    return
                 message, fds = b"", []
             for fd in fds:
                 self._adopt(socket.socket(fileno=fd), message[1:] or None)
+            if message[:1] == CONNECTION and not fds:
+                # The kernel dropped the descriptor it had no room for (MSG_CTRUNC).
+                if len(message) > 1:
+                    self.connection_closed(message[1:])
+                continue
             if fds:
                 continue
             kind = message[:1]

@@ -316,13 +316,15 @@ class ServerProcess:
 
     @property
     def server_pid(self) -> int:
-        """The relay's own pid: the child's, or under a prefix that forks (strace) the
+        """The relay's own pid: the child's, or under a prefix that stays (strace) the
         grandchild's; a prefix that execs the relay (prlimit) leaves it the child."""
         if not self.prefix:
             return self.process.pid
+        with open(f"/proc/{self.process.pid}/comm") as comm:
+            if comm.read().strip() != os.path.basename(self.prefix[0])[:15]:
+                return self.process.pid
         with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as children:
-            pids = children.read().split()
-        return int(pids[0]) if pids else self.process.pid
+            return int(children.read().split()[0])
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then wait; returns the exit code and keeps stderr in ``self.stderr``."""

@@ -64,7 +64,8 @@ async def trickle(writer: asyncio.StreamWriter, data: bytes, every: float) -> No
 
 @pytest.mark.parametrize(
     "head",
-    [b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100, b"GET /r/" + b"A" * 22 + b"/ws HTTP/1.1\r\nHost: x\r\n"],
+    [b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100,
+     b"GET /r/" + b"A" * 22 + b"/ws HTTP/1.1\r\nHost: x\r\n"],
     ids=["page", "upgrade"],
 )
 async def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_deadline(head: bytes) -> None:
@@ -247,15 +248,19 @@ async def test_with_workers_the_acceptor_evicts_the_oldest_past_the_cap() -> Non
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its children (a supervisor's workers)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return total + sum(cpu_seconds(int(child)) for child in children.read().split())
 
 
 @contextlib.asynccontextmanager
-async def relay_with_few_descriptors(limit: int) -> AsyncIterator[ServerProcess]:
-    # prlimit sets the limit and then becomes the relay (exec): the pid is the relay's.
-    server = ServerProcess("--event-loop", loop_name(), "--rate-limit", "0",
+async def relay_with_few_descriptors(limit: int, *flags: str) -> AsyncIterator[ServerProcess]:
+    # prlimit sets the limit and then becomes the relay (exec): the pid is the relay's, and
+    # its workers, if any, inherit the limit.
+    server = ServerProcess("--event-loop", loop_name(), "--rate-limit", "0", *flags,
                            prefix=("prlimit", f"--nofile={limit}:{limit}"))
     try:
         await server.ready()
@@ -264,8 +269,11 @@ async def relay_with_few_descriptors(limit: int) -> AsyncIterator[ServerProcess]
         server.stop()
 
 
-async def test_a_flood_past_the_descriptor_limit_neither_stops_nor_spins_the_relay() -> None:
-    async with relay_with_few_descriptors(200) as server:
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["one-process", "two-workers"])
+async def test_a_flood_past_the_descriptor_limit_neither_stops_nor_spins_the_relay(
+    workers: str,
+) -> None:
+    async with relay_with_few_descriptors(200, "--workers", workers) as server:
         room = await server.create_room()
         a, b = RawClient(), RawClient()
         for client in (a, b):
