@@ -81,7 +81,6 @@ class Entrance:
         self.scheme = "https" if tls else "http"
         self.request_timeout = s.request_timeout
         self.max_pending = s.max_pending_connections
-        self.max_per_address = s.max_connections_per_address
         # Connections that are not WebSockets, oldest first (dicts keep insertion order).
         self.pending: dict[FrontDoor, None] = {}
         # Those whose first request has not arrived whole, with their deadlines: oldest first,
@@ -90,9 +89,10 @@ class Entrance:
         self.clock: Callable[[], float] = gateway.clock
         self._sweeper: asyncio.TimerHandle | None = None
         self.addresses = AddressCounts(s.max_connections_per_address)
-        # As a worker, the supervisor counts addresses for the whole relay: a connection's
-        # key comes with it, and its end is reported back (``address_released``).
-        self.address_released: Callable[[bytes], None] = self.addresses.release
+        # Called when a connection counted under an address key ends (a front door's or a
+        # WebSocket Session's end). As a worker, the supervisor counts addresses for the whole
+        # relay: a connection's key comes with it, and this reports its end back.
+        self.release_address: Callable[[bytes], None] = self.addresses.release
         self.deadline_closes = 0
         self.evictions = 0
         # Called when a connection ends, for an acceptor that waits for free descriptors.
@@ -133,6 +133,8 @@ class Entrance:
     def admit(self, door: FrontDoor, transport: Any) -> bool:
         """Take a new connection in, making room past the pending cap; False to refuse it."""
         if self.addresses.cap and door.address is None:
+            # The address is only ever hashed under the start-up key (pugfast/addresses.py):
+            # neither it nor its text is kept, logged or counted anywhere else.
             peer = transport.get_extra_info("peername")
             if isinstance(peer, tuple) and peer:
                 door.address = self.addresses.admit(str(peer[0]))
@@ -152,10 +154,6 @@ class Entrance:
         for door in list(self.pending):
             if door._handler is None:
                 door.evict()
-
-    def release_address(self, address: bytes) -> None:
-        """A connection counted under ``address`` ended (a WebSocket's Session calls this)."""
-        self.address_released(address)
 
 
 class FrontDoor(asyncio.Protocol):

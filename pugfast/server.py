@@ -111,7 +111,7 @@ class Relay:
         # with many connections open comes round often during a join storm.
         gc.freeze()
         if link is not None:
-            self._entrance.address_released = link.connection_closed
+            self._entrance.release_address = link.connection_closed
             link.start(loop, self._adopt, lambda: snapshot(gateway), gateway.give_back,
                        self._on_link_lost)
             log.debug("worker %d of %d ready (engine: %s)", link.index + 1, link.workers,
