@@ -17,6 +17,10 @@ Nothing here imports asyncio: the loop's ``call_soon`` is handed in, and time co
 Writes are coalesced. Frames queued for a connection go into its pending buffer, and the
 ``Flusher`` writes every pending buffer once, from a callback scheduled for the next loop
 iteration; a burst of messages therefore costs each recipient one write, however long it is.
+A deferred frame (``Group.broadcast_deferred``: the room's join notices) waits longer, for the
+connection's next write or the flusher's ``deferral``, so that members who come back together
+get their notices in one write, not one per joiner; it never overtakes or falls behind
+another frame, since both share the one buffer.
 A recipient whose queued bytes pass ``max_buffered_bytes`` within one iteration has them
 written at once instead (``_write_early``); if its transport still holds more than the bound,
 the socket is not taking them, and the member is closed with 4503 on the spot. So a slow
@@ -66,7 +70,8 @@ def relay_header(member_id: int, payload_len: int) -> bytes:
 
 
 class Flusher:
-    """Writes each connection's queued frames once per event-loop iteration.
+    """Writes each connection's queued frames once per event-loop iteration, and deferred
+    frames with the connection's next write or after ``deferral`` seconds.
 
     It also keeps the engine's counters, aggregates only: ``frames`` and ``writes`` count what
     went out (so coalescing can be observed), ``messages``, ``message_bytes`` and
@@ -74,14 +79,25 @@ class Flusher:
     """
 
     __slots__ = (
-        "_call_soon", "_dirty", "_scheduled", "deliveries", "frames", "message_bytes", "messages",
-        "slow_consumers", "writes",
+        "_call_later", "_call_soon", "_deferral", "_deferred", "_deferred_scheduled", "_dirty",
+        "_scheduled", "deliveries", "frames", "message_bytes", "messages", "slow_consumers",
+        "writes",
     )
 
-    def __init__(self, call_soon: Callable[[Callable[[], None]], Any]) -> None:
+    def __init__(
+        self,
+        call_soon: Callable[[Callable[[], None]], Any],
+        call_later: Callable[[float, Callable[[], None]], Any] | None = None,
+        deferral: float = 0.0,
+    ) -> None:
         self._call_soon = call_soon
         self._dirty: list[Connection] = []
         self._scheduled = False
+        # Without call_later, a deferred frame is queued like any other.
+        self._call_later = call_later
+        self._deferral = deferral
+        self._deferred: list[Connection] = []
+        self._deferred_scheduled = False
         self.frames = 0
         self.writes = 0
         self.messages = 0
@@ -96,6 +112,16 @@ class Flusher:
             self._scheduled = True
             self._call_soon(self.flush)
 
+    def _mark_deferred(self, conn: Connection) -> None:
+        if self._call_later is None:
+            self._mark(conn)
+            return
+        conn._deferred = True
+        self._deferred.append(conn)
+        if not self._deferred_scheduled:
+            self._deferred_scheduled = True
+            self._call_later(self._deferral, self.flush_deferred)
+
     def flush(self) -> None:
         """Write out everything queued since the last flush."""
         self._scheduled = False
@@ -103,6 +129,16 @@ class Flusher:
         for conn in dirty:
             conn._dirty = False
             conn._flush()
+
+    def flush_deferred(self) -> None:
+        """Write out deferred frames that no other write has taken along since."""
+        self._deferred_scheduled = False
+        deferred, self._deferred = self._deferred, []
+        for conn in deferred:
+            conn._deferred = False
+            # One with other frames queued is written at the end of this iteration anyway.
+            if not conn._dirty:
+                conn._flush()
 
 
 class Group:
@@ -135,6 +171,12 @@ class Group:
         for peer in self.members:
             peer._queue(frame)
 
+    def broadcast_deferred(self, frame: bytes) -> None:
+        """Queue one prebuilt frame to every member, to leave with that member's next write
+        or within the flusher's ``deferral``, whichever comes first."""
+        for peer in self.members:
+            peer._queue_deferred(frame)
+
 
 class Connection:
     """One WebSocket connection after the upgrade. See the module docstring."""
@@ -153,6 +195,8 @@ class Connection:
     ) -> None:
         self.transport = transport
         self.session = session
+        # Until the upgrade is answered, the front door that reads the request (see ``begin``).
+        self.door: Any = None
         self.member_id = 0
         self.group: Group | None = None
         self.closing = False
@@ -164,6 +208,7 @@ class Connection:
         self._pending = bytearray()
         self._frames = 0
         self._dirty = False
+        self._deferred = False
         self._notified = False
         self._aborted = False
         self._peer_closed = False
@@ -175,22 +220,42 @@ class Connection:
         self._last_notice = -RATE_NOTICE_INTERVAL
 
     # -- the transport's protocol ---------------------------------------------------------
-    # From the upgrade on, the connection is its transport's protocol (``set_protocol``): the
-    # event loop hands each read straight to ``data_received``. Nothing waits on writing: a
-    # member is judged by its transport's buffer instead (``_queue``). An end of input closes
-    # the transport, which then reports ``connection_lost``.
+    # A connection is its transport's protocol from the accept on. Until the upgrade is
+    # answered it passes every event to its front door (pugfast/frontdoor.py), which reads the
+    # request and either calls ``begin`` or hands the transport to aiohttp. Being the protocol
+    # from the start spares the switch (``set_protocol``), which in uvloop stops and restarts
+    # reading. Then the event loop hands each read straight to ``data_received``. Nothing
+    # waits on writing: a member is judged by its transport's buffer instead (``_queue``). An
+    # end of input closes the transport, which then reports ``connection_lost``.
 
     def connection_made(self, transport: Any) -> None:
-        pass  # the transport came with the constructor
+        if self.door is not None:
+            self.transport = transport
+            self.door.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.door is not None:
+            self.door.head_received(self, data)
+            return
         self.feed_data(data)
 
-    def eof_received(self) -> None:
+    def eof_received(self) -> bool | None:
+        if self.door is not None:
+            return self.door.eof_received()
         return None
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self.door is not None:
+            self.door.connection_lost(exc)
+            return
         self.feed_eof()
+
+    def begin(self, session: Any) -> None:
+        """The front door answered the upgrade: from now on this is a WebSocket of
+        ``session``, its join timeout counted from here."""
+        self.door = None
+        self.session = session
+        self.opened_at = self.last_activity = self._clock()
 
     def pause_writing(self) -> None:
         pass
@@ -294,6 +359,19 @@ class Connection:
                 return
         if not self._dirty:
             self._flusher._mark(self)
+
+    def _queue_deferred(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        self._pending += frame
+        self._frames += 1
+        if len(self._pending) + self._backlog > self._max_buffered:
+            self._backlog = self.transport.get_write_buffer_size()
+            if len(self._pending) + self._backlog > self._max_buffered:
+                self._write_early()
+                return
+        if not self._dirty and not self._deferred:
+            self._flusher._mark_deferred(self)
 
     def _write_early(self) -> None:
         # One iteration's burst can pass the bound on its own: twenty members sending 64 KiB

@@ -20,14 +20,19 @@ The rules, on ``head`` (the request line and its fields, without the blank line'
   ``headers.get`` gives it; a second Host is not accepted; there must be a Host, and no
   Content-Length or Transfer-Encoding (an upgrade has no body).
 
-The result is ``(room_id, fields)``, ``fields`` mapping lower-case names of ``READ`` to their
-values, or None. A differential test holds the two implementations to the same result for any
-bytes.
+The result is ``(room_id, fields, accept)``, ``fields`` mapping lower-case names of ``READ`` to
+their values, or None. ``accept`` is the Sec-WebSocket-Accept value when the fields make a valid
+version-13 upgrade (pugfast.handshake.check_upgrade passes them), else None: the front door then
+lets aiohttp answer with check_upgrade's refusal. A differential test holds the two
+implementations to the same result for any bytes (the compiled one checks the handshake and
+computes SHA-1 in C: _ext/pugfast/_handshake.pxi).
 """
 
 from __future__ import annotations
 
 import re
+
+from .handshake import HandshakeError, check_upgrade
 
 # The fields the relay reads; the others are only checked for form.
 READ = (
@@ -40,8 +45,9 @@ _TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 _HEAD = bytes(range(0x20, 0x7F)) + b"\t\r\n"
 
 
-def parse_upgrade_head(head: bytes) -> tuple[str, dict[str, str]] | None:
-    """``(room_id, fields)`` for a plain room upgrade request head, else None (see above)."""
+def parse_upgrade_head(head: bytes) -> tuple[str, dict[str, str], str | None] | None:
+    """``(room_id, fields, accept)`` for a plain room upgrade request head, else None (see
+    above)."""
     # Each check deletes the allowed bytes and looks at what is left: one C loop each.
     if head.translate(None, _HEAD) or not head.count(b"\n") == head.count(b"\r") == head.count(b"\r\n"):
         return None
@@ -63,4 +69,8 @@ def parse_upgrade_head(head: bytes) -> tuple[str, dict[str, str]] | None:
                 return None
     if "host" not in fields or "content-length" in fields or "transfer-encoding" in fields:
         return None
-    return line.group(1).decode("ascii"), fields
+    try:
+        accept: str | None = check_upgrade(fields)
+    except HandshakeError:
+        accept = None
+    return line.group(1).decode("ascii"), fields, accept

@@ -1,23 +1,25 @@
-"""The first protocol of every connection: a room's WebSocket upgrade is answered here, and
+"""Where every connection starts: a room's WebSocket upgrade is answered here, and
 everything else is handed to aiohttp untouched, bytes and all; and the guards that keep slow,
 idle and flooding clients from holding the relay's connections (PROTOCOL.md §1.0).
 
 **The upgrade.** A chat relay's connections are WebSockets that sit idle for hours, and they
 arrive in storms (a restart, a network blip). So the upgrade does not go through aiohttp's
 request machinery (a task, a request and a response object, middlewares and signals) and
-nothing of aiohttp stays alive beside the connection. ``FrontDoor`` reads the request head, and
-when it is ``GET /r/{room}/ws HTTP/1.1`` with a valid handshake, an allowed Origin and room
-under ``--max-connections``, it writes a prebuilt 101 and makes the engine's ``Connection``
-the transport's protocol (``transport.set_protocol``); bytes that came behind the head are fed
-to it at once. From then on the event loop calls the engine directly.
+nothing of aiohttp stays alive beside the connection. Every accepted connection's protocol is
+the engine's ``Connection`` (``Entrance`` makes it), which passes its events to a
+``FrontDoor`` until the upgrade. The front door reads the request head, and when it is
+``GET /r/{room}/ws HTTP/1.1`` with a valid handshake, an allowed Origin and room under
+``--max-connections``, it writes a prebuilt 101 and gives the connection its session
+(``Connection.begin``); bytes that came behind the head are fed to it at once. From then on
+the event loop calls the engine directly, and the transport's protocol never changed.
 
 Any other request, and any upgrade the front door would refuse, goes to aiohttp as if aiohttp
-had accepted the connection, once its head is whole: a new ``RequestHandler`` is given the
-transport and the bytes read so far (until then a slow client holds a front door, not an
-HTTP handler and its task). aiohttp then parses and answers it exactly as before, refusals of upgrades
-included (pugfast.app.websocket), so every error response comes from one place. The front door
-stays the transport's protocol and passes every event on to that handler, so that it sees the
-connection end. See docs/engine.md, "The front door".
+had accepted the connection, once its head is whole: the front door becomes the transport's
+protocol, and a new ``RequestHandler`` is given the transport and the bytes read so far (until
+then a slow client holds a front door, not an HTTP handler and its task). aiohttp then parses
+and answers it exactly as before, refusals of upgrades included (pugfast.app.websocket), so
+every error response comes from one place. The front door passes every later event on to that
+handler, so that it sees the connection end. See docs/engine.md, "The front door".
 
 **The guards** (docs/operations.md, "Abuse"), for connections that are not WebSockets:
 
@@ -53,9 +55,9 @@ from aiohttp import web
 from .addresses import AddressCounts
 from .allowance import CONNECTIONS
 from .gateway import Gateway
-from .handshake import HandshakeError, check_upgrade, origin_allowed
+from .handshake import origin_allowed
 from .headers import TIMED_OUT, error_response, switching_protocols
-from .speedups import parse_upgrade_head
+from .speedups import Connection, parse_upgrade_head
 
 # The only request the front door answers itself starts so; any other goes to aiohttp as soon
 # as its head is whole (a head whose lines end in a bare LF, which aiohttp may accept, too).
@@ -99,8 +101,12 @@ class Entrance:
         self.descriptor_freed: Callable[[], None] = _nothing
         gateway.entrance = self
 
-    def __call__(self) -> FrontDoor:
-        return FrontDoor(self)
+    def __call__(self, address: bytes | None = None) -> Connection:
+        """A new connection's protocol: an engine connection whose front door reads the
+        request (``address``: its key, when a supervisor counted it already)."""
+        conn = self.gateway.new_connection(None, None)
+        conn.door = FrontDoor(self, address)
+        return conn
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start sweeping for requests past their deadline."""
@@ -157,7 +163,13 @@ class Entrance:
 
 
 class FrontDoor(asyncio.Protocol):
-    """One connection until it is a WebSocket or gone. See the module docstring."""
+    """One connection until it is a WebSocket or gone. See the module docstring.
+
+    The transport's protocol is the engine's ``Connection`` from the accept on; until the
+    upgrade it passes every event here (``connection_made``, ``head_received`` with itself,
+    ``eof_received``, ``connection_lost``). Handed to aiohttp, the front door becomes the
+    transport's protocol itself and passes the events on to aiohttp's handler.
+    """
 
     __slots__ = ("_entrance", "_handler", "_head", "_transport", "address")
 
@@ -171,17 +183,15 @@ class FrontDoor(asyncio.Protocol):
         # worker's, counted by the supervisor already).
         self.address = address
 
-    # -- the transport's protocol ----------------------------------------------------------
+    # -- the connection's events -------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
         if not self._entrance.admit(self, transport):
             transport.abort()
 
-    def data_received(self, data: bytes) -> None:
-        if self._handler is not None:
-            self._handler.data_received(data)
-            return
+    def head_received(self, conn: Connection, data: bytes) -> None:
+        """Bytes of the request, before it is known what the connection is."""
         if self._transport is None:
             return  # refused or evicted: the transport is closing
         head = self._head + data if self._head else data
@@ -196,8 +206,12 @@ class FrontDoor(asyncio.Protocol):
             else:
                 self._head = head
             return
-        if end < 0 or not head.startswith(_PREFIX) or not self._upgrade(head, end):
+        if end < 0 or not head.startswith(_PREFIX) or not self._upgrade(conn, head, end):
             self._to_http(head)
+
+    def data_received(self, data: bytes) -> None:
+        # Only once the front door is the protocol: the connection is aiohttp's.
+        self._handler.data_received(data)
 
     def eof_received(self) -> bool | None:
         if self._handler is not None:
@@ -266,18 +280,16 @@ class FrontDoor(asyncio.Protocol):
 
     # -- the two ways on ---------------------------------------------------------------------
 
-    def _upgrade(self, head: bytes, end: int) -> bool:
+    def _upgrade(self, conn: Connection, head: bytes, end: int) -> bool:
         """Answer the upgrade if nothing in it needs an error response; False otherwise."""
         request = parse_upgrade_head(head[:end])
         if request is None:
             return False
-        room_id, headers = request
+        room_id, headers, accept = request
+        if accept is None:
+            return False  # not a valid upgrade: aiohttp's handler answers why
         entrance = self._entrance
         gateway = entrance.gateway
-        try:
-            accept = check_upgrade(headers)
-        except HandshakeError:
-            return False
         host = headers["host"]
         if not origin_allowed(headers.get("origin"), gateway.settings.allowed_origin, entrance.scheme, host):
             return False
@@ -288,10 +300,9 @@ class FrontDoor(asyncio.Protocol):
         transport = self._transport
         self._leave()
         transport.write(switching_protocols(accept, host, entrance.tls))
-        conn, session = gateway.open_connection(transport, room_id)
+        session = gateway.begin_connection(conn, room_id)
         # The address stays counted until the WebSocket ends.
         session.address, self.address = self.address, None
-        transport.set_protocol(conn)
         self._transport = None
         rest = head[end + len(_END_OF_HEAD):]
         if rest:
@@ -300,8 +311,11 @@ class FrontDoor(asyncio.Protocol):
 
     def _to_http(self, data: bytes) -> None:
         """Hand the connection to aiohttp as if it had accepted it, with what was read."""
+        transport = self._transport
+        # The front door takes the engine connection's place as the protocol.
+        transport.set_protocol(self)
         handler = self._handler = self._entrance.http()
-        handler.connection_made(self._transport)
+        handler.connection_made(transport)
         # aiohttp starts its keep-alive timer when a connection is made; until the first
         # request has arrived, the front door's request deadline is the one that counts.
         handler.keep_alive(True)

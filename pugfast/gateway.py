@@ -42,12 +42,23 @@ _REFUSAL_LABELS = {
     CLOSE_WRONG_SECRET: "wrong_secret",
 }
 _NOT_CREATOR = orjson.dumps({"type": "error", "code": "not_creator"})
+# The messages of a join and a leave (PROTOCOL.md §3.1, §3.3), filled with byte strings that
+# are JSON already (Member.describe) and integers.
+_WELCOME = b'{"type":"welcome","you":%b,"creator":%b,"members":[%b],"expires":%d,"capacity":%d}'
+_JOINED = b'{"type":"join","member":%b}'
+_LEFT = b'{"type":"leave","member":%b}'
 
 
 # How long a connection the relay is closing may take to hang up after the close frame
 # before it is dropped (the relay half-closes and keeps reading until then; see _end_output
 # in pugfast/_fanout.py).
 CLOSE_LINGER = 3.0
+
+# A join notice waits up to this long (seconds) for company: it leaves with the member's next
+# write, or alone once this has passed. When a room's members come back together (a restart,
+# a network blip), each member then gets one write for their notices instead of one per
+# joiner. Nobody sees the difference: a message always follows the notices queued before it.
+PRESENCE_DEFERRAL = 0.010
 
 
 class Session:
@@ -128,7 +139,7 @@ class Gateway:
         self._shared = shared
         # The front door's shared state (pugfast.frontdoor.Entrance), once the relay listens.
         self.entrance: Any = None
-        self.flusher = Flusher(loop.call_soon)
+        self.flusher = Flusher(loop.call_soon, loop.call_later, PRESENCE_DEFERRAL)
         # Every WebSocket connection until its TCP connection is gone, closing ones included.
         self.connections: set[Connection] = set()
         # What this relay may hold under --max-rooms and --max-connections: all of it, or, as
@@ -242,11 +253,10 @@ class Gateway:
 
     # -- connections ---------------------------------------------------------------------
 
-    def open_connection(self, transport: Any, room_id: str) -> tuple[Connection, Session]:
-        """Wrap an upgraded transport in an engine connection for the room ``room_id``."""
+    def new_connection(self, transport: Any, session: Session | None) -> Connection:
+        """An engine connection on ``transport`` (None until the loop gives it one)."""
         s = self.settings
-        session = Session(self, room_id)
-        conn = Connection(
+        return Connection(
             transport,
             session,
             self.flusher,
@@ -256,6 +266,19 @@ class Gateway:
             burst=s.rate_burst,
             clock=self.clock,
         )
+
+    def begin_connection(self, conn: Connection, room_id: str) -> Session:
+        """The front door answered ``conn``'s upgrade: it is a WebSocket for the room
+        ``room_id`` from now on."""
+        session = Session(self, room_id)
+        conn.begin(session)
+        self.connections.add(conn)
+        return session
+
+    def open_connection(self, transport: Any, room_id: str) -> tuple[Connection, Session]:
+        """Wrap a transport aiohttp upgraded in an engine connection for the room ``room_id``."""
+        session = Session(self, room_id)
+        conn = self.new_connection(transport, session)
         self.connections.add(conn)
         return conn, session
 
@@ -298,22 +321,18 @@ class Gateway:
         # The room's own id from now on: the copy read from the request goes.
         session.room, session.member, session.room_id = room, member, room.id
         conn.member_id = member.id
-        members = [m.describe() for m in room.members.values()]
+        you = member.describe()
         conn.send_text(
-            orjson.dumps(
-                {
-                    "type": "welcome",
-                    "you": member.describe(),
-                    "creator": room.creator_id == member.id,
-                    "members": members,
-                    "expires": room.expires_ms,
-                    "capacity": room.capacity,
-                }
+            _WELCOME
+            % (
+                you,
+                b"true" if room.creator_id == member.id else b"false",
+                room.roster,
+                room.expires_ms,
+                room.capacity,
             )
         )
-        room.group.broadcast(
-            encode_frame(OP_TEXT, orjson.dumps({"type": "join", "member": member.describe()}))
-        )
+        room.group.broadcast_deferred(encode_frame(OP_TEXT, _JOINED % you))
         room.group.add(conn)
 
     def _refuse(self, conn: Connection, code: int, reason: str) -> None:
@@ -334,9 +353,7 @@ class Gateway:
             room.remove_member(member)
             room.group.remove(conn)
             if room.members:
-                room.group.broadcast(
-                    encode_frame(OP_TEXT, orjson.dumps({"type": "leave", "member": member.describe()}))
-                )
+                room.group.broadcast(encode_frame(OP_TEXT, _LEFT % member.describe()))
             else:
                 self.end_room(room, None)
         if conn in self.connections:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import secrets
+import os
+from array import array
 from collections.abc import Container
 
 ADJECTIVES = (
@@ -22,24 +23,39 @@ ANIMALS = (
 )
 
 
+# Every pair, made once: a member's name is one of these shared strings, not a copy of its own.
+NAMES = tuple(f"{adjective} {animal}" for adjective in ADJECTIVES for animal in ANIMALS)
+
+
+# Two random bytes make a value below 65,536; those below the last whole multiple of the
+# number of names pick one uniformly, the others are drawn again.
+_LIMIT = 65536 - 65536 % len(NAMES)
+# Random values from the OS CSPRNG, read a few KiB at a time: a read is a system call, which
+# costs more than the rest of picking a name, and a join storm picks thousands a second. The
+# values decide nothing secret (a name is shown to the room), and each is used once.
+_POOL_BYTES = 4096
+_values = array("H")
+
+
 def pick_name(taken: Container[str]) -> str:
     """A random "Adjective Animal" not in ``taken``.
 
     There are 3,000 pairs, far more than a room's largest capacity; should a room ever use them
     all, a number is added to stay unique.
     """
+    values = _values
     for _ in range(64):
-        # One draw from the OS for both words: each is a system call.
-        pair = secrets.randbelow(len(ADJECTIVES) * len(ANIMALS))
-        name = f"{ADJECTIVES[pair // len(ANIMALS)]} {ANIMALS[pair % len(ANIMALS)]}"
-        if name not in taken:
-            return name
-    for adjective in ADJECTIVES:
-        for animal in ANIMALS:
-            name = f"{adjective} {animal}"
+        if not values:
+            values.frombytes(os.urandom(_POOL_BYTES))
+        value = values.pop()
+        if value < _LIMIT:
+            name = NAMES[value % len(NAMES)]
             if name not in taken:
                 return name
+    for name in NAMES:
+        if name not in taken:
+            return name
     number = 2
-    while f"{ADJECTIVES[0]} {ANIMALS[0]} {number}" in taken:
+    while f"{NAMES[0]} {number}" in taken:
         number += 1
-    return f"{ADJECTIVES[0]} {ANIMALS[0]} {number}"
+    return f"{NAMES[0]} {number}"

@@ -25,11 +25,13 @@ class Member:
     name: str
     conn: Any
 
-    def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name}
+    def describe(self) -> bytes:
+        """``{"id":i,"name":s}`` as JSON. A name is letters, digits and spaces
+        (pugfast.names), so nothing in it needs escaping."""
+        return b'{"id":%d,"name":"%b"}' % (self.id, self.name.encode("ascii"))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Room:
     """A room, from creation until it ends. ``group`` is the engine's fan-out set."""
 
@@ -46,13 +48,17 @@ class Room:
     creator_id: int | None = None
     joined_once: bool = False
     timer: Any = None
+    # Every member's ``describe()``, comma-separated, in join order: the list a welcome
+    # carries (PROTOCOL.md §3.1), kept so that a join does not build it again.
+    roster: bytes = b""
 
     def add_member(self, conn: Any) -> Member:
         """Give ``conn`` the next member id and a name unique in the room."""
-        taken = {member.name for member in self.members.values()}
-        member = Member(self.next_member_id, pick_name(taken), conn)
+        # A list, not a set: a room is small, and a set costs more to build than it saves.
+        member = Member(self.next_member_id, pick_name([m.name for m in self.members.values()]), conn)
         self.next_member_id += 1
         self.members[member.id] = member
+        self.roster = self.roster + b"," + member.describe() if self.roster else member.describe()
         if not self.joined_once:
             self.joined_once = True
             self.creator_id = member.id
@@ -60,6 +66,7 @@ class Room:
 
     def remove_member(self, member: Member) -> None:
         del self.members[member.id]
+        self.roster = b",".join([m.describe() for m in self.members.values()])
         if self.creator_id == member.id:
             # The room lives on without a creator: nobody else may purge it.
             self.creator_id = None

@@ -20,7 +20,7 @@ from . import __version__
 from .acceptor import RESERVED_DESCRIPTORS, Acceptor, raise_open_file_limit
 from .app import make_app
 from .config import Settings
-from .frontdoor import Entrance, FrontDoor
+from .frontdoor import Entrance
 from .gateway import Gateway
 from .metrics import make_metrics_app, render, snapshot
 from .registry import RoomIds
@@ -153,7 +153,7 @@ class Relay:
     async def _serve_accepted(entrance: Entrance, sock: socket.socket, address: bytes | None) -> None:
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: FrontDoor(entrance, address), sock
+                lambda: entrance(address), sock
             )
         except OSError:
             sock.close()

@@ -13,7 +13,7 @@ import pytest
 from engines import NOT_BUILT, c_impl
 
 import pugfast._fanout as py_fanout
-from pugfast._frames import OP_BINARY, encode_frame
+from pugfast._frames import OP_BINARY, OP_TEXT, encode_frame
 
 FANOUTS = [
     pytest.param(py_fanout, id="py"),
@@ -133,3 +133,88 @@ async def test_both_engines_write_and_cut_alike() -> None:
             # How much a full socket took before the cut is the kernel's to decide.
             py.pop("received"), c.pop("received")
         assert py == c
+
+
+def drain(sock: socket.socket) -> bytes:
+    received = bytearray()
+    try:
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    except BlockingIOError:
+        pass
+    return bytes(received)
+
+
+async def deferred_notices(impl: Any, deferral: float | None) -> dict[str, Any]:
+    """Two members of a group: a deferred frame to both, then a message to the first, then a
+    second deferred frame; what each peer has seen at each point, and the flusher's counts."""
+    loop = asyncio.get_running_loop()
+    if deferral is None:
+        flusher = impl.Flusher(loop.call_soon)
+    else:
+        flusher = impl.Flusher(loop.call_soon, loop.call_later, deferral)
+    group = impl.Group()
+    peers, transports = [], []
+    for _ in range(2):
+        ours, theirs = socket.socketpair()
+        theirs.setblocking(False)
+        transport, host = await loop.connect_accepted_socket(Host, ours)
+        host.conn = impl.Connection(
+            transport, Session(), flusher, max_message_bytes=1 << 20, max_buffered_bytes=1 << 20,
+            rate=0.0, burst=0, clock=loop.time,
+        )
+        group.add(host.conn)
+        peers.append(theirs)
+        transports.append(transport)
+    first = group.members[0]
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def look() -> None:
+        await asyncio.sleep(0.05)
+        seen.append((drain(peers[0]), drain(peers[1])))
+
+    group.broadcast_deferred(NOTICE_1)
+    await look()
+    first.send_frame(MESSAGE)
+    await look()
+    group.broadcast_deferred(NOTICE_2)
+    await look()
+    await asyncio.sleep(deferral or 0)
+    await look()
+    for transport in transports:
+        transport.abort()
+    for peer in peers:
+        peer.close()
+    await asyncio.sleep(0)
+    return {"seen": seen, "frames": flusher.frames, "writes": flusher.writes}
+
+
+NOTICE_1 = encode_frame(OP_TEXT, b'{"type":"join","member":{"id":2,"name":"Amber Otter"}}')
+NOTICE_2 = encode_frame(OP_TEXT, b'{"type":"join","member":{"id":3,"name":"Bold Fox"}}')
+MESSAGE = encode_frame(OP_BINARY, b"\x00\x00\x00\x02ciphertext")
+
+
+@pytest.mark.parametrize("impl", FANOUTS)
+async def test_a_deferred_frame_waits_for_the_next_write_or_the_deferral(impl: Any) -> None:
+    result = await deferred_notices(impl, deferral=1.0)
+    assert result["seen"] == [
+        (b"", b""),  # the notice waits
+        (NOTICE_1 + MESSAGE, b""),  # it leaves with the first member's next frame, before it
+        (b"", b""),  # the second notice waits too
+        (NOTICE_2, NOTICE_1 + NOTICE_2),  # the deferral passed: each member's in one write
+    ]
+    assert (result["frames"], result["writes"]) == (5, 3)
+
+
+@pytest.mark.parametrize("impl", FANOUTS)
+async def test_without_a_timer_a_deferred_frame_is_an_ordinary_one(impl: Any) -> None:
+    result = await deferred_notices(impl, deferral=None)
+    assert result["seen"] == [(NOTICE_1, NOTICE_1), (MESSAGE, b""), (NOTICE_2, NOTICE_2), (b"", b"")]
+    assert (result["frames"], result["writes"]) == (5, 5)
+
+
+async def test_both_engines_defer_alike() -> None:
+    if c_impl is None:
+        pytest.skip(NOT_BUILT)
+    for deferral in (1.0, None):
+        assert await deferred_notices(py_fanout, deferral) == await deferred_notices(c_impl, deferral)

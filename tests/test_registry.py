@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from pugfast.names import pick_name
+import orjson
+
+from pugfast.names import NAMES, pick_name
 from pugfast.registry import Registry, secret_digest
 
 
@@ -18,7 +20,7 @@ def test_ids_and_secrets_are_16_random_bytes_in_b64u_and_only_the_digest_is_kept
     for value in (room.id, secret):
         assert re.fullmatch(r"[A-Za-z0-9_-]{22}", value)
     assert room.secret_digest == secret_digest(secret)
-    assert secret not in repr(vars(room))
+    assert secret not in repr([getattr(room, name) for name in room.__slots__])
     assert (room.expires_at, room.expires_ms, room.join_deadline) == (70.0, 61000, 15.0)
     assert registry.get(room.id) is room
     registry.remove(room)
@@ -41,3 +43,20 @@ def test_names_are_unique_in_a_room_even_when_the_word_list_runs_out() -> None:
         name = pick_name(taken)
         assert name not in taken
         taken.add(name)
+
+
+def test_the_roster_lists_every_member_in_join_order_as_json() -> None:
+    room, _ = make_room(Registry())
+    members = [room.add_member(conn) for conn in "abc"]
+    room.remove_member(members[1])
+    room.add_member("d")
+    listed = orjson.loads(b"[" + room.roster + b"]")
+    assert listed == [{"id": m.id, "name": m.name} for m in room.members.values()]
+    assert [entry["id"] for entry in listed] == [1, 3, 4]
+    for member in room.members.values():
+        assert orjson.loads(member.describe()) == {"id": member.id, "name": member.name}
+
+
+def test_every_name_needs_no_escaping_in_json() -> None:
+    for name in [*NAMES, f"{NAMES[0]} 17"]:
+        assert orjson.dumps(name) == b'"' + name.encode("ascii") + b'"'

@@ -230,3 +230,26 @@ async def test_no_log_line_names_a_room_a_secret_or_a_client(caplog: pytest.LogC
         for value in (purged["room"], purged["secret"], expiring["room"], expiring["secret"], *ports):
             assert value not in text, (record.name, record.getMessage())
         assert "secret words" not in text
+
+
+async def test_join_notices_wait_briefly_but_never_fall_behind_a_message() -> None:
+    """Join notices are deferred (pugfast.gateway.PRESENCE_DEFERRAL): members who come back
+    together get them in one write. A member still learns of a joiner before anything the
+    joiner sends, and of everyone who joined, in join order."""
+    async with running_relay() as r:
+        room = await r.create_room(capacity=5)
+        first, _ = await r.member(room)
+        second, welcome = await r.member(room)
+        # The joiner speaks at once: its notice must reach the first member ahead of it.
+        await second.send_binary(b"hello")
+        assert (await expect_type(first, "join"))["member"] == welcome["you"]
+        assert await recv_relayed(first) == (welcome["you"]["id"], b"hello")
+        # Three join together; each member hears of every later joiner, in order.
+        joiners = await asyncio.gather(*(r.raw(room["room"]) for _ in range(3)))
+        for client in joiners:
+            client.send(join_frame(room["secret"]))
+        ids = sorted([(await client.recv_json())["you"]["id"] for client in joiners])
+        assert ids == [3, 4, 5]
+        for client in (first, second):
+            heard = [(await expect_type(client, "join"))["member"]["id"] for _ in ids]
+            assert heard == ids

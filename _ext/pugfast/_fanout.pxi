@@ -43,7 +43,8 @@ cdef int _grow(unsigned char** buf, Py_ssize_t* cap, Py_ssize_t need) except -1:
 
 
 cdef class Flusher:
-    """Writes each connection's queued frames once per event-loop iteration.
+    """Writes each connection's queued frames once per event-loop iteration, and deferred
+    frames with the connection's next write or after ``deferral`` seconds.
 
     It also keeps the engine's counters, aggregates only: ``frames`` and ``writes`` count what
     went out (so coalescing can be observed), ``messages``, ``message_bytes`` and
@@ -52,12 +53,16 @@ cdef class Flusher:
 
     def __cinit__(self):
         self._dirty = []
+        self._deferred = []
         self._scratch = NULL
         self._scratch_cap = 0
 
-    def __init__(self, call_soon):
+    def __init__(self, call_soon, call_later=None, double deferral=0.0):
         self._call_soon = call_soon
         self._flush_callback = self.flush
+        self._call_later = call_later
+        self._deferral = deferral
+        self._deferred_callback = self.flush_deferred
 
     def __dealloc__(self):
         free(self._scratch)
@@ -70,6 +75,16 @@ cdef class Flusher:
             self._call_soon(self._flush_callback)
         return 0
 
+    cdef int _mark_deferred(self, Connection conn) except -1:
+        if self._call_later is None:
+            return self._mark(conn)
+        conn._deferred = True
+        self._deferred.append(conn)
+        if not self._deferred_scheduled:
+            self._deferred_scheduled = True
+            self._call_later(self._deferral, self._deferred_callback)
+        return 0
+
     def flush(self):
         """Write out everything queued since the last flush."""
         cdef list dirty = self._dirty
@@ -79,6 +94,17 @@ cdef class Flusher:
         for conn in dirty:
             conn._dirty = False
             conn._flush()
+
+    def flush_deferred(self):
+        """Write out deferred frames that no other write has taken along since."""
+        cdef list deferred = self._deferred
+        cdef Connection conn
+        self._deferred_scheduled = False
+        self._deferred = []
+        for conn in deferred:
+            conn._deferred = False
+            if not conn._dirty:
+                conn._flush()
 
 
 cdef class Group:
@@ -113,6 +139,15 @@ cdef class Group:
         for peer in self.members:
             peer._queue(data, n)
 
+    def broadcast_deferred(self, bytes frame):
+        """Queue one prebuilt frame to every member, to leave with that member's next write
+        or within the flusher's ``deferral``, whichever comes first."""
+        cdef Connection peer
+        cdef const unsigned char* data = <const unsigned char*>PyBytes_AS_STRING(frame)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(frame)
+        for peer in self.members:
+            peer._queue_deferred(data, n)
+
 
 cdef class Connection:
     """One WebSocket connection after the upgrade; see pugfast/_fanout.py."""
@@ -136,6 +171,7 @@ cdef class Connection:
     ):
         self.transport = transport
         self.session = session
+        self.door = None
         self.member_id = 0
         self.group = None
         self.closing = False
@@ -158,16 +194,33 @@ cdef class Connection:
     # -- the transport's protocol (see pugfast/_fanout.py) ---------------------------------
 
     def connection_made(self, transport):
-        pass
+        if self.door is not None:
+            self.transport = transport
+            self.door.connection_made(transport)
 
     def data_received(self, data):
+        if self.door is not None:
+            self.door.head_received(self, data)
+            return
         self._feed(data)
 
     def eof_received(self):
+        if self.door is not None:
+            return self.door.eof_received()
         return None
 
     def connection_lost(self, exc):
+        if self.door is not None:
+            self.door.connection_lost(exc)
+            return
         self.feed_eof()
+
+    def begin(self, session):
+        """The front door answered the upgrade: from now on this is a WebSocket of
+        ``session``, its join timeout counted from here."""
+        self.door = None
+        self.session = session
+        self.opened_at = self.last_activity = self._clock()
 
     def pause_writing(self):
         pass
@@ -306,6 +359,19 @@ cdef class Connection:
                 return 0
         if not self._dirty:
             self._flusher._mark(self)
+        return 0
+
+    cdef int _queue_deferred(self, const unsigned char* data, Py_ssize_t n) except -1:
+        if self.closing:
+            return 0
+        self._append(data, n)
+        if self._out_len + self._backlog > self._max_buffered:
+            self._backlog = self.transport.get_write_buffer_size()
+            if self._out_len + self._backlog > self._max_buffered:
+                self._write_early()
+                return 0
+        if not self._dirty and not self._deferred:
+            self._flusher._mark_deferred(self)
         return 0
 
     cdef int _write_early(self) except -1:

@@ -56,7 +56,7 @@ cdef int _read_index(const unsigned char* name, Py_ssize_t n):
 
 
 def parse_upgrade_head(bytes head):
-    """``(room_id, fields)`` for a plain room upgrade request head, else None (see
+    """``(room_id, fields, accept)`` for a plain room upgrade request head, else None (see
     pugfast/_head.py)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(head)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(head)
@@ -110,4 +110,5 @@ def parse_upgrade_head(bytes head):
             return None
     if "host" not in fields or "content-length" in fields or "transfer-encoding" in fields:
         return None
-    return PyUnicode_DecodeASCII(<const char*>p + 7, _ROOM_ID_LEN, NULL), fields
+    return (PyUnicode_DecodeASCII(<const char*>p + 7, _ROOM_ID_LEN, NULL), fields,
+            _upgrade_accept(fields))

@@ -69,6 +69,12 @@ cdef class Flusher:
     cdef object _flush_callback
     cdef list _dirty
     cdef bint _scheduled
+    # Deferred frames (Group.broadcast_deferred) wait up to _deferral seconds for company.
+    cdef object _call_later
+    cdef object _deferred_callback
+    cdef list _deferred
+    cdef bint _deferred_scheduled
+    cdef double _deferral
     # Where a relayed frame is built once before it is copied to each recipient.
     cdef unsigned char* _scratch
     cdef Py_ssize_t _scratch_cap
@@ -80,6 +86,7 @@ cdef class Flusher:
     cdef public Py_ssize_t slow_consumers
 
     cdef int _mark(self, Connection conn) except -1
+    cdef int _mark_deferred(self, Connection conn) except -1
 
 
 cdef class Group:
@@ -89,6 +96,7 @@ cdef class Group:
 cdef class Connection:
     cdef public object transport
     cdef public object session
+    cdef public object door
     cdef public Group group
     cdef public unsigned int member_id
     cdef public bint closing
@@ -107,6 +115,8 @@ cdef class Connection:
     cdef Py_ssize_t _backlog
     cdef Py_ssize_t _max_buffered
     cdef bint _dirty
+    # Whether the connection waits in the flusher's deferred list.
+    cdef bint _deferred
     # Whether a relayed message was queued since the last flush (see _write_pending).
     cdef bint _relayed
     cdef bint _notified
@@ -123,6 +133,7 @@ cdef class Connection:
     cdef int _on_text(self, bytes payload, double now) except -1
     cdef int _append(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _queue(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _queue_deferred(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _queue_bytes(self, bytes frame) except -1
     cdef int _write_early(self) except -1
     cdef int _write_pending(self) except -1
