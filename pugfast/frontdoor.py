@@ -198,9 +198,9 @@ class FrontDoor(asyncio.Protocol):
         end = head.find(_END_OF_HEAD)
         if end < 0 and b"\n\n" not in head:
             # Every request waits here until its head is whole: a client that sends it slowly
-            # holds a few hundred bytes of the relay's until its deadline, not an HTTP
-            # handler. What cannot become a head (too long, or bytes no head has, such as a
-            # TLS hello) is aiohttp's to refuse at once.
+            # holds under 2 KiB of the relay's until its deadline, not an HTTP handler. What
+            # cannot become a head (too long, or bytes no head has, such as a TLS hello) is
+            # aiohttp's to refuse at once.
             if len(head) > MAX_HEAD or _NOT_IN_A_HEAD.search(head):
                 self._to_http(head)
             else:
