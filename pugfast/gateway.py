@@ -57,7 +57,8 @@ CLOSE_LINGER = 3.0
 # A join notice waits up to this long (seconds) for company: it leaves with the member's next
 # write, or alone once this has passed. When a room's members come back together (a restart,
 # a network blip), each member then gets one write for their notices instead of one per
-# joiner. Nobody sees the difference: a message always follows the notices queued before it.
+# joiner. Order is kept: a message never overtakes the notices queued before it
+# (docs/protocol-notes.md).
 PRESENCE_DEFERRAL = 0.010
 
 
