@@ -175,7 +175,7 @@ class Group:
         """Queue one prebuilt frame to every member, to leave with that member's next write
         or within the flusher's ``deferral``, whichever comes first."""
         for peer in self.members:
-            peer._queue_deferred(frame)
+            peer._queue(frame, True)
 
 
 class Connection:
@@ -346,7 +346,8 @@ class Connection:
 
     # -- output --------------------------------------------------------------------------
 
-    def _queue(self, frame: bytes) -> None:
+    def _queue(self, frame: bytes, deferred: bool = False) -> None:
+        # A deferred frame waits for the connection's next write or the flusher's deferral.
         if self.closing:
             return
         self._pending += frame
@@ -357,20 +358,11 @@ class Connection:
             if len(self._pending) + self._backlog > self._max_buffered:
                 self._write_early()
                 return
-        if not self._dirty:
-            self._flusher._mark(self)
-
-    def _queue_deferred(self, frame: bytes) -> None:
-        if self.closing:
+        if self._dirty:
             return
-        self._pending += frame
-        self._frames += 1
-        if len(self._pending) + self._backlog > self._max_buffered:
-            self._backlog = self.transport.get_write_buffer_size()
-            if len(self._pending) + self._backlog > self._max_buffered:
-                self._write_early()
-                return
-        if not self._dirty and not self._deferred:
+        if not deferred:
+            self._flusher._mark(self)
+        elif not self._deferred:
             self._flusher._mark_deferred(self)
 
     def _write_early(self) -> None:

@@ -347,7 +347,10 @@ cdef class Connection:
         self._frames += 1
         return 0
 
-    cdef int _queue(self, const unsigned char* data, Py_ssize_t n) except -1:
+    cdef inline int _take(self, const unsigned char* data, Py_ssize_t n) except -1:
+        # Put a frame in the pending buffer; 1 when it waits there for a flush, 0 when it was
+        # dropped (closing) or written already (past the bound: see _write_early). The twin
+        # does this in _queue, whose ``deferred`` flag stands for _queue_deferred here.
         if self.closing:
             return 0
         self._append(data, n)
@@ -357,20 +360,15 @@ cdef class Connection:
             if self._out_len + self._backlog > self._max_buffered:
                 self._write_early()
                 return 0
-        if not self._dirty:
+        return 1
+
+    cdef int _queue(self, const unsigned char* data, Py_ssize_t n) except -1:
+        if self._take(data, n) and not self._dirty:
             self._flusher._mark(self)
         return 0
 
     cdef int _queue_deferred(self, const unsigned char* data, Py_ssize_t n) except -1:
-        if self.closing:
-            return 0
-        self._append(data, n)
-        if self._out_len + self._backlog > self._max_buffered:
-            self._backlog = self.transport.get_write_buffer_size()
-            if self._out_len + self._backlog > self._max_buffered:
-                self._write_early()
-                return 0
-        if not self._dirty and not self._deferred:
+        if self._take(data, n) and not self._dirty and not self._deferred:
             self._flusher._mark_deferred(self)
         return 0
 

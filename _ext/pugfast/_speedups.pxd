@@ -132,6 +132,7 @@ cdef class Connection:
     cdef int _on_binary(self, const unsigned char* payload, Py_ssize_t n, double now) except -1
     cdef int _on_text(self, bytes payload, double now) except -1
     cdef int _append(self, const unsigned char* data, Py_ssize_t n) except -1
+    cdef int _take(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _queue(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _queue_deferred(self, const unsigned char* data, Py_ssize_t n) except -1
     cdef int _queue_bytes(self, bytes frame) except -1
