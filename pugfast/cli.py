@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -76,9 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    """Run the relay until SIGTERM or SIGINT; every member is then closed with 1001."""
+    """Run the relay until SIGTERM, SIGINT or SIGHUP; every member is then closed with 1001."""
     from .privacy import configure_logging, disable_core_dumps
-    from .server import Relay, run_on_event_loop
+    from .server import STOP_SIGNALS, Relay, run_on_event_loop
     from .supervisor import Supervisor
 
     disable_core_dumps()
@@ -98,7 +97,7 @@ def serve(settings: Settings) -> int:
     async def run() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
         relay: Relay | Supervisor = (
             Supervisor(settings, on_failure=stop.set) if settings.workers > 1 else Relay(settings)

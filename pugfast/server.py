@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,9 @@ log = logging.getLogger("pugfast")
 # Connections the kernel may hold before they are accepted: enough for a join storm (the
 # kernel caps it at net.core.somaxconn).
 BACKLOG = 4096
+# Each stops the relay the same way: every member is closed with 1001, then exit 0. SIGHUP
+# is what closing the terminal that runs `pugfast serve` sends.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -51,7 +55,35 @@ def run_on_event_loop(event_loop: str, main: Callable[[], Awaitable[None]]) -> N
     try:
         loop.run_until_complete(main())
     finally:
-        loop.close()
+        try:
+            _finish_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _finish_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is still running and let it end, as ``asyncio.run`` does.
+
+    aiohttp's shutdown cancels the handler of a connection it was still serving (one that
+    lingers over an unread request body, say) but does not wait for the cancellation to be
+    delivered; closing the loop first would destroy those tasks pending, each with an ERROR
+    line in the log.
+    """
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler({
+                "message": "a task failed while the relay was stopping",
+                "exception": task.exception(),
+                "task": task,
+            })
 
 
 class Relay:

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import signal
 import socket
 import struct
 import sys
@@ -198,7 +197,7 @@ class WorkerLink:
 def main(argv: list[str]) -> int:
     """``python -m pugfast.worker FD``: run one worker; only the supervisor starts this."""
     from .privacy import configure_logging, disable_core_dumps
-    from .server import Relay, run_on_event_loop
+    from .server import STOP_SIGNALS, Relay, run_on_event_loop
 
     disable_core_dumps()
     sys.dont_write_bytecode = True
@@ -208,7 +207,7 @@ def main(argv: list[str]) -> int:
     async def run() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
         relay = Relay(settings, link=link, on_link_lost=stop.set)
         await relay.start()

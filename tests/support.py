@@ -326,13 +326,13 @@ class ServerProcess:
         with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as children:
             return int(children.read().split()[0])
 
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM, then wait; returns the exit code and keeps stderr in ``self.stderr``."""
-        import signal
+    def stop(self, timeout: float = 10.0, signum: int = 15) -> int:
+        """SIGTERM (or ``signum``), then wait; returns the exit code and keeps stderr in
+        ``self.stderr``."""
         import subprocess
 
         if self.process.poll() is None:
-            os.kill(self.server_pid, signal.SIGTERM)
+            os.kill(self.server_pid, signum)
         try:
             _, err = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
