@@ -26,6 +26,13 @@ written at once instead (``_write_early``); if its transport still holds more th
 the socket is not taking them, and the member is closed with 4503 on the spot. So a slow
 member never holds up the others or makes the relay buffer without bound, and a prompt one is
 never cut off for the size of a burst.
+
+A write is at most ``WRITE_CHUNK`` bytes; a larger flush is offered in pieces. The event loop
+keeps each buffer it was given until the whole of it is sent (uvloop holds the object itself,
+the standard loop a view of it), so of a member that stops reading it holds its unsent bytes
+and the sent part of one write besides: in pieces, that part is at most a piece, and the
+relay's memory per member is bounded by ``max_buffered_bytes`` plus a message plus a piece
+(docs/operations.md, "Sizing").
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ _RATE_LIMITED_FRAME = encode_frame(OP_TEXT, RATE_LIMITED)
 RATE_NOTICE_INTERVAL = 1.0
 CLOSE_BAD_MESSAGE = 4400
 CLOSE_SLOW_CONSUMER = 4503
+# The most one write offers the transport (see the module docstring).
+WRITE_CHUNK = 262144
 
 
 def relay_header(member_id: int, payload_len: int) -> bytes:
@@ -373,7 +382,6 @@ class Connection:
         # socket takes them; only a member whose socket is full is cut off. This runs only
         # past the bound, so the common path pays nothing for it.
         self._write_pending()
-        self._backlog = self.transport.get_write_buffer_size()
         if self._backlog > self._max_buffered:
             self._drop_slow_consumer()
 
@@ -415,22 +423,28 @@ class Connection:
             self._flusher._mark(self)
 
     def _write_pending(self) -> None:
+        # Write what is pending, and note what the transport still holds (``_backlog``).
         pending = self._pending
         self._pending = bytearray()
         self._flusher.frames += self._frames
         self._flusher.writes += 1
         self._frames = 0
-        self.transport.write(pending)
+        if len(pending) <= WRITE_CHUNK:
+            self.transport.write(pending)
+        else:
+            view = memoryview(pending)
+            for start in range(0, len(pending), WRITE_CHUNK):
+                # A copy: a slice of the view would keep the whole buffer alive.
+                self.transport.write(bytes(view[start:start + WRITE_CHUNK]))
+        self._backlog = self.transport.get_write_buffer_size()
 
     def _flush(self) -> None:
         if self._pending and not self._aborted:
             self._write_pending()
             if self.closing:
                 self._end_output()
-            else:
-                self._backlog = self.transport.get_write_buffer_size()
-                if self._backlog > self._max_buffered:
-                    self._drop_slow_consumer()
+            elif self._backlog > self._max_buffered:
+                self._drop_slow_consumer()
         if self.closing:
             self._notify_closed()
 

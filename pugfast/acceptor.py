@@ -38,9 +38,20 @@ RETRY = 1.0
 BATCH = 64
 
 
+# Connections the kernel may hold before they are accepted: enough for a join storm (the
+# kernel caps it at net.core.somaxconn).
+BACKLOG = 4096
+
 # Descriptors the relay keeps for itself (its listener, the event loop, a worker's channel,
 # files it opens at start) when it says how many connections its limit allows.
 RESERVED_DESCRIPTORS = 64
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host`` (IPv6 when it has a colon) and ``port``. Raises
+    OSError when the address cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=BACKLOG)
 
 
 def raise_open_file_limit() -> int:

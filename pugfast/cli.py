@@ -76,11 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings) -> int:
     """Run the relay until SIGTERM, SIGINT or SIGHUP; every member is then closed with 1001."""
+    from .memory import return_large_buffers
     from .privacy import configure_logging, disable_core_dumps
     from .server import STOP_SIGNALS, Relay, run_on_event_loop
-    from .supervisor import Supervisor
+    from .workers.supervisor import Supervisor
 
     disable_core_dumps()
+    return_large_buffers()
     # Nothing is written to disk after start-up, and that includes bytecode caches.
     sys.dont_write_bytecode = True
     configure_logging(settings.log_level)

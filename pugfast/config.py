@@ -158,6 +158,13 @@ class Settings:
         return self.tls_cert is not None
 
     @property
+    def eviction_grace(self) -> float:
+        """Past --max-pending-connections, how long a connection has to send its request
+        before it may be closed to make room: a burst of new clients is not cut off before
+        it had the chance to speak (docs/operations.md, "Abuse")."""
+        return min(1.0, self.request_timeout / 4)
+
+    @property
     def metrics_address(self) -> tuple[str, int] | None:
         """``--metrics-listen`` as (host, port), or None when metrics are off."""
         if self.metrics_listen is None:

@@ -32,9 +32,15 @@ handler, so that it sees the connection end. See docs/engine.md, "The front door
   aiohttp's: its keep-alive timer (``--keepalive-timeout``) closes a connection whose next
   request has not arrived whole.
 - *The pending cap.* At most ``--max-pending-connections`` of them at once; past it the
-  oldest is closed to make room for the new one. A legitimate client sends its request at
-  once and is gone or upgraded within moments, so it is almost never the oldest; a flood
-  must keep winning to hold its places, and each place lasts at most a deadline.
+  one that has waited longest for its first request head is closed to make room. A
+  legitimate client sends its request at once and is gone or upgraded within moments, so it
+  is almost never the oldest; a flood must keep winning to hold its places, and each place
+  lasts at most a deadline. Only a connection that has had its chance to speak is closed
+  (``Settings.eviction_grace``, a second at most): a burst of clients arriving at once is let
+  in over the cap, and the sweep brings the count back under it once their grace has
+  passed. A connection whose request is being answered is never closed for the cap (a
+  burst of upgrades waiting for a worker's share of --max-connections, say), nor one kept
+  alive between requests, which its keep-alive timer closes.
 - *The per-address cap* (``--max-connections-per-address``, off by default; pugfast/addresses.py):
   a connection past it is closed at once. WebSockets count too, until they end. With
   ``--workers`` the supervisor counts for the whole relay.
@@ -83,8 +89,10 @@ class Entrance:
         self.scheme = "https" if tls else "http"
         self.request_timeout = s.request_timeout
         self.max_pending = s.max_pending_connections
-        # Connections that are not WebSockets, oldest first (dicts keep insertion order).
-        self.pending: dict[FrontDoor, None] = {}
+        self.eviction_grace = s.eviction_grace
+        # Connections that are not WebSockets, oldest first (dicts keep insertion order), with
+        # the loop time each was admitted at.
+        self.pending: dict[FrontDoor, float] = {}
         # Those whose first request has not arrived whole, with their deadlines: oldest first,
         # which is also soonest deadline first.
         self.awaiting: dict[FrontDoor, float] = {}
@@ -101,11 +109,14 @@ class Entrance:
         self.descriptor_freed: Callable[[], None] = _nothing
         gateway.entrance = self
 
-    def __call__(self, address: bytes | None = None) -> Connection:
+    def __call__(self, address: bytes | None = None, head: bytes = b"") -> Connection:
         """A new connection's protocol: an engine connection whose front door reads the
-        request (``address``: its key, when a supervisor counted it already)."""
+        request. A supervisor that accepted the connection gives its ``address`` key, when it
+        counts addresses, and the ``head`` of the request it read to route it."""
         conn = self.gateway.new_connection(None, None)
-        conn.door = FrontDoor(self, address)
+        conn.door = door = FrontDoor(self, address)
+        if head:
+            door.read_already = (conn, head)
         return conn
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -130,7 +141,22 @@ class Entrance:
                 break
             del awaiting[door]
             door.timed_out()
+        self._make_room(now)
         self._sweeper = loop.call_later(self._tick(), self._sweep, loop)
+
+    def _make_room(self, now: float) -> None:
+        """Past the pending cap, close the connections that have waited longest for their
+        first request head, once they have had their chance to send it. A connection whose
+        request is being answered is never closed for the cap, nor one kept alive between
+        requests (aiohttp's keep-alive timer closes that)."""
+        awaiting = self.awaiting
+        spoken_by = now - self.eviction_grace + self.request_timeout  # as a deadline
+        while len(self.pending) > self.max_pending and awaiting:
+            door, deadline = next(iter(awaiting.items()))
+            if deadline > spoken_by:
+                return  # they all just arrived: the sweep looks again
+            self.evictions += 1
+            door.evict()
 
     @property
     def address_refusals(self) -> int:
@@ -146,12 +172,10 @@ class Entrance:
                 door.address = self.addresses.admit(str(peer[0]))
                 if door.address is None:
                     return False
-        if len(self.pending) >= self.max_pending:
-            oldest = next(iter(self.pending))
-            self.evictions += 1
-            oldest.evict()
-        self.pending[door] = None
-        self.awaiting[door] = self.clock() + self.request_timeout
+        now = self.clock()
+        self.pending[door] = now
+        self.awaiting[door] = now + self.request_timeout
+        self._make_room(now)
         return True
 
     def close_pending(self) -> None:
@@ -171,7 +195,7 @@ class FrontDoor(asyncio.Protocol):
     transport's protocol itself and passes the events on to aiohttp's handler.
     """
 
-    __slots__ = ("_entrance", "_handler", "_head", "_transport", "address")
+    __slots__ = ("_entrance", "_handler", "_head", "_transport", "address", "read_already")
 
     def __init__(self, entrance: Entrance, address: bytes | None = None) -> None:
         self._entrance = entrance
@@ -182,13 +206,21 @@ class FrontDoor(asyncio.Protocol):
         # The keyed hash of the client's address, when the per-address cap counts it (as a
         # worker's, counted by the supervisor already).
         self.address = address
+        # The engine connection and the bytes a supervisor read from it before handing it
+        # over: they are the connection's first bytes, taken in as soon as it is made.
+        self.read_already: tuple[Connection, bytes] | None = None
 
     # -- the connection's events -------------------------------------------------------------
 
     def connection_made(self, transport: Any) -> None:
         self._transport = transport
+        read_already, self.read_already = self.read_already, None
         if not self._entrance.admit(self, transport):
             transport.abort()
+        elif read_already is not None:
+            # Before the loop reads the socket: these bytes came first.
+            conn, head = read_already
+            conn.data_received(head)
 
     def head_received(self, conn: Connection, data: bytes) -> None:
         """Bytes of the request, before it is known what the connection is."""

@@ -8,6 +8,7 @@ This is also where rooms get their timers, on the loop's monotonic clock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import logging
 import time
@@ -53,6 +54,10 @@ _LEFT = b'{"type":"leave","member":%b}'
 # before it is dropped (the relay half-closes and keeps reading until then; see _end_output
 # in pugfast/_fanout.py).
 CLOSE_LINGER = 3.0
+
+# A 503 for want of capacity is the relay's limit, not a client's fault: the operator is told,
+# at most this often (seconds).
+CAPACITY_WARNING_INTERVAL = 60.0
 
 # A join notice waits up to this long (seconds) for company: it leaves with the member's next
 # write, or alone once this has passed. When a room's members come back together (a restart,
@@ -113,11 +118,11 @@ class Session:
 
 
 class Shared(Protocol):
-    """What the workers of ``--workers N`` share through their supervisor (pugfast.worker)."""
+    """What the workers of ``--workers N`` share through their supervisor (pugfast.workers.link)."""
 
     async def token_spent(self, token: str) -> bool: ...
     async def claim_token(self, token: str) -> bool: ...
-    async def acquire(self, kind: str) -> int: ...
+    async def acquire(self, kind: str, need: int) -> int: ...
 
 
 class Gateway:
@@ -150,6 +155,12 @@ class Gateway:
             ROOMS: Allowance(ROOMS, limits[ROOMS], self.registry.__len__),
             CONNECTIONS: Allowance(CONNECTIONS, limits[CONNECTIONS], self.connections.__len__),
         }
+        # Per cap, the admissions waiting for the supervisor's answer to the one request for
+        # more that is in flight (pugfast/allowance.py).
+        self._short: dict[str, collections.deque[asyncio.Future[bool]]] = {
+            ROOMS: collections.deque(), CONNECTIONS: collections.deque()
+        }
+        self._next_capacity_warning = {ROOMS: 0.0, CONNECTIONS: 0.0}
         self.clock = loop.time
         self._loop = loop
         # Aggregates for --metrics-listen: counts by reason, never by room or address.
@@ -158,6 +169,7 @@ class Gateway:
         self.joins = 0
         self.joins_refused: Counter[str] = Counter()
         self.pow_failures: Counter[str] = Counter()
+        self.capacity_refusals: Counter[str] = Counter()
 
     # -- rooms ---------------------------------------------------------------------------
 
@@ -182,15 +194,71 @@ class Gateway:
 
     async def reserve(self, kind: str) -> bool:
         """Hold one slot under the relay-wide cap ``kind`` (ROOMS or CONNECTIONS) for something
-        about to be made; False when the relay is full. ``unreserve`` once it exists or failed.
-        A worker asks its supervisor for more only when its own allowance is used up."""
+        about to be made; False when the relay is full (counted, and said to the operator).
+        ``unreserve`` once it exists or failed.
+
+        A worker whose own allowance is used up asks its supervisor for more, once for every
+        admission waiting at that moment: the admissions share one request in flight, and
+        take the slots it brings in the order they came."""
         allowance = self.allowances[kind]
-        if not allowance.available() and self._shared is not None:
-            allowance.limit += await self._shared.acquire(kind)
-        if not allowance.available():
-            return False
-        allowance.reserved += 1
-        return True
+        if allowance.available():
+            allowance.reserved += 1
+            return True
+        admitted = False
+        if self._shared is not None:
+            waiting = self._short[kind]
+            ticket = self._loop.create_future()
+            waiting.append(ticket)
+            if len(waiting) == 1:
+                self._loop.create_task(self._replenish(kind))
+            try:
+                admitted = await ticket
+            except asyncio.CancelledError:
+                if ticket.done() and not ticket.cancelled() and ticket.result():
+                    allowance.reserved -= 1  # granted, but its admission will not happen
+                raise
+        if not admitted:
+            self._refused_at_capacity(kind)
+        return admitted
+
+    async def _replenish(self, kind: str) -> None:
+        """Ask the supervisor for slots until every waiting admission has one, or none is
+        left to grant."""
+        assert self._shared is not None
+        allowance = self.allowances[kind]
+        waiting = self._short[kind]
+        while waiting:
+            try:
+                granted = await self._shared.acquire(kind, len(waiting))
+            except (asyncio.TimeoutError, OSError):
+                granted = 0  # no supervisor to answer: refuse rather than wait on
+            allowance.limit += granted
+            while waiting and allowance.available():
+                ticket = waiting.popleft()
+                if not ticket.done():  # its client may have gone meanwhile
+                    allowance.reserved += 1
+                    ticket.set_result(True)
+            if not granted:
+                while waiting:
+                    ticket = waiting.popleft()
+                    if not ticket.done():
+                        ticket.set_result(False)
+
+    def _refused_at_capacity(self, kind: str) -> None:
+        self.capacity_refusals[kind] += 1
+        now = self.clock()
+        if now >= self._next_capacity_warning[kind]:
+            self._next_capacity_warning[kind] = now + CAPACITY_WARNING_INTERVAL
+            s = self.settings
+            flag, cap, what = (
+                ("--max-rooms", s.max_rooms, "rooms") if kind == ROOMS
+                else ("--max-connections", s.max_connections, "connections")
+            )
+            log.warning(
+                "at capacity: %s (%d) is reached, so new %s are refused with 503; "
+                "pugfast_capacity_refusals_total counts them (said at most once a minute)",
+                flag, cap, what,
+            )
 
     def unreserve(self, kind: str) -> None:
         self.allowances[kind].reserved -= 1

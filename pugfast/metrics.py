@@ -12,12 +12,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiohttp import web
 
 from . import __version__
+from .acceptor import listen
+from .allowance import CONNECTIONS, ROOMS
 from .gateway import Gateway
 from .speedups import IMPLEMENTATION
 
 JOIN_REFUSALS = ("bad_message", "no_such_room", "room_full", "wrong_secret")
 ROOM_ENDINGS = ("expired", "purged", "empty", "unused")
 POW_FAILURES = ("bad_proof", "challenge_expired", "challenge_used")
+CAPS = ((ROOMS, "rooms"), (CONNECTIONS, "connections"))
 
 
 # A snapshot: for each series, its samples as (labels, value). Snapshots of several workers
@@ -46,6 +49,9 @@ SERIES: dict[str, tuple[str, str]] = {
                                         "room past --max-pending-connections."),
     "pugfast_address_cap_refusals_total": ("counter", "Connections refused at accept by "
                                            "--max-connections-per-address."),
+    "pugfast_capacity_refusals_total": ("counter", "Room creations and upgrades answered 503 "
+                                        "because --max-rooms or --max-connections was reached, "
+                                        "by cap."),
 }
 
 
@@ -73,6 +79,8 @@ def snapshot(gateway: Gateway) -> Snapshot:
         "pugfast_http_deadline_closes_total": [("", door.deadline_closes if door else 0)],
         "pugfast_pending_evictions_total": [("", door.evictions if door else 0)],
         "pugfast_address_cap_refusals_total": [("", door.address_refusals if door else 0)],
+        "pugfast_capacity_refusals_total":
+            [(f'{{cap="{name}"}}', gateway.capacity_refusals[kind]) for kind, name in CAPS],
     }
 
 
@@ -115,3 +123,15 @@ def make_metrics_app(source: Callable[[], Awaitable[str]]) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     return app
+
+
+async def serve_metrics(
+    source: Callable[[], Awaitable[str]], host: str, port: int
+) -> tuple[web.AppRunner, int]:
+    """Serve ``/metrics`` from ``source`` on its own address; return the runner (to clean up)
+    and the port."""
+    runner = web.AppRunner(make_metrics_app(source), access_log=None, handle_signals=False)
+    await runner.setup()
+    sock = listen(host, port)
+    await web.SockSite(runner, sock).start()
+    return runner, sock.getsockname()[1]

@@ -18,28 +18,21 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from . import __version__
-from .acceptor import RESERVED_DESCRIPTORS, Acceptor, raise_open_file_limit
+from .acceptor import BACKLOG, RESERVED_DESCRIPTORS, Acceptor, listen, raise_open_file_limit
 from .app import make_app
 from .config import Settings
 from .frontdoor import Entrance
 from .gateway import Gateway
-from .metrics import make_metrics_app, render, snapshot
+from .metrics import render, serve_metrics, snapshot
 from .registry import RoomIds
 from .speedups import IMPLEMENTATION
-from .worker import WorkerLink
+from .workers.link import WorkerLink
 
 log = logging.getLogger("pugfast")
 
-# Connections the kernel may hold before they are accepted: enough for a join storm (the
-# kernel caps it at net.core.somaxconn).
-BACKLOG = 4096
 # Each stops the relay the same way: every member is closed with 1001, then exit 0. SIGHUP
 # is what closing the terminal that runs `pugfast serve` sends.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def run_on_event_loop(event_loop: str, main: Callable[[], Awaitable[None]]) -> None:
@@ -149,7 +142,7 @@ class Relay:
             log.debug("worker %d of %d ready (engine: %s)", link.index + 1, link.workers,
                       IMPLEMENTATION)
             return
-        sock = socket.create_server((s.host, s.port), family=_family(s.host), backlog=BACKLOG)
+        sock = listen(s.host, s.port)
         self.port = sock.getsockname()[1]
         if type(loop).__module__.startswith("uvloop"):
             self._server = await loop.create_server(
@@ -161,7 +154,11 @@ class Relay:
             self._entrance.descriptor_freed = self._acceptor.descriptor_freed
             self._acceptor.start()
         if s.metrics_address is not None:
-            await self._start_metrics(*s.metrics_address)
+            async def text() -> str:
+                return render(snapshot(gateway))
+
+            self._metrics_runner, self.metrics_port = await serve_metrics(text, *s.metrics_address)
+            log.info("metrics on port %d at /metrics", self.metrics_port)
         # The port, not the address: no log line names an IP address, not even our own.
         log.info(
             "pugfast %s listening on port %d (%s; engine: %s; loop: %s)",
@@ -171,42 +168,29 @@ class Relay:
         log.info("open files: up to %d, room for about %d connections",
                  files, max(0, files - RESERVED_DESCRIPTORS))
 
-    def _adopt(self, sock: socket.socket, address: bytes | None) -> None:
-        """Serve a connection the supervisor accepted, as if this relay had accepted it;
-        ``address`` is its key when the supervisor counts connections per address."""
+    def _adopt(self, sock: socket.socket, address: bytes | None, head: bytes) -> None:
+        """Serve a connection the supervisor accepted, as if this relay had accepted it and
+        read ``head`` from it; ``address`` is its key when the supervisor counts connections
+        per address."""
         assert self._entrance is not None
         task = asyncio.get_running_loop().create_task(
-            self._serve_accepted(self._entrance, sock, address)
+            self._serve_accepted(self._entrance, sock, address, head)
         )
         self._adopting.add(task)
         task.add_done_callback(self._adopting.discard)
 
     @staticmethod
-    async def _serve_accepted(entrance: Entrance, sock: socket.socket, address: bytes | None) -> None:
+    async def _serve_accepted(
+        entrance: Entrance, sock: socket.socket, address: bytes | None, head: bytes
+    ) -> None:
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: entrance(address), sock
+                lambda: entrance(address, head), sock
             )
         except OSError:
             sock.close()
             if address is not None:
                 entrance.release_address(address)
-
-    async def _start_metrics(self, host: str, port: int) -> None:
-        gateway = self.gateway
-        assert gateway is not None
-
-        async def text() -> str:
-            return render(snapshot(gateway))
-
-        self._metrics_runner = web.AppRunner(
-            make_metrics_app(text), access_log=None, handle_signals=False
-        )
-        await self._metrics_runner.setup()
-        sock = socket.create_server((host, port), family=_family(host))
-        self.metrics_port = sock.getsockname()[1]
-        await web.SockSite(self._metrics_runner, sock).start()
-        log.info("metrics on port %d at /metrics", self.metrics_port)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         s = self.settings

@@ -22,7 +22,7 @@ import orjson
 
 from pugfast.config import Settings
 from pugfast.server import Relay
-from pugfast.supervisor import Supervisor
+from pugfast.workers.supervisor import Supervisor
 
 TEST_DEFAULTS: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "pow_difficulty": 0}
 

@@ -218,3 +218,65 @@ async def test_both_engines_defer_alike() -> None:
         pytest.skip(NOT_BUILT)
     for deferral in (1.0, None):
         assert await deferred_notices(py_fanout, deferral) == await deferred_notices(c_impl, deferral)
+
+
+class Recording:
+    """A real transport, with the size of every buffer handed to it written down."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.sizes: list[int] = []
+
+    def write(self, data: Any) -> None:
+        self.sizes.append(len(data))
+        self.transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+async def large_flush(impl: Any) -> dict[str, Any]:
+    """1.25 MiB queued in one iteration for a peer that reads it all."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    transport, host = await loop.connect_accepted_socket(Host, ours)
+    recording = Recording(transport)
+    flusher = impl.Flusher(loop.call_soon)
+    host.conn = impl.Connection(
+        recording, Session(), flusher, max_message_bytes=1 << 20, max_buffered_bytes=8 << 20,
+        rate=0.0, burst=0, clock=loop.time,
+    )
+    frames = [encode_frame(OP_BINARY, bytes([i]) * 65536) for i in range(20)]
+    for frame in frames:
+        host.conn.send_frame(frame)
+    received = bytearray()
+    for _ in range(400):
+        await asyncio.sleep(0.005)
+        received += drain(theirs)
+        if len(received) >= sum(map(len, frames)):
+            break
+    transport.abort()
+    theirs.close()
+    await asyncio.sleep(0)
+    assert bytes(received) == b"".join(frames)
+    return {"sizes": recording.sizes, "writes": flusher.writes}
+
+
+@pytest.mark.parametrize("impl", FANOUTS)
+async def test_a_flush_larger_than_a_piece_is_written_in_pieces(impl: Any) -> None:
+    """An event loop keeps a buffer it was given until all of it is sent, so a member that
+    stops reading would hold the sent part of one huge write besides its unsent bytes: a
+    flush is offered in pieces of WRITE_CHUNK at most."""
+    assert impl.WRITE_CHUNK == py_fanout.WRITE_CHUNK == 262144
+    result = await large_flush(impl)
+    total = 20 * (65536 + 10)
+    whole, rest = divmod(total, impl.WRITE_CHUNK)
+    assert result["sizes"] == [impl.WRITE_CHUNK] * whole + [rest]
+    assert result["writes"] == 1
+
+
+async def test_both_engines_write_large_flushes_alike() -> None:
+    if c_impl is None:
+        pytest.skip(NOT_BUILT)
+    assert await large_flush(py_fanout) == await large_flush(c_impl)

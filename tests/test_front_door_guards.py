@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 import pytest
+from crowd import allow_open_files
 from protocol_helpers import wait_until
 from support import RawClient, ServerProcess, loop_name, running_relay, running_relay_of
 from test_websocket import read_response, upgrade_request
@@ -234,7 +237,7 @@ async def test_with_workers_the_acceptor_evicts_the_oldest_past_the_cap() -> Non
     async with running_relay_of(2, max_pending_connections=20) as r:
         slow = [await slow_client(r.port, b"GET /he") for _ in range(30)]
         assert r.supervisor is not None
-        await wait_until(lambda: r.supervisor.evictions >= 10, timeout=5)
+        await wait_until(lambda: r.supervisor.router.evictions >= 10, timeout=5)
         assert await closed_within(slow[0][0], 2) == b""
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(slow[-1][0].read(1), 0.2)
@@ -315,3 +318,36 @@ async def test_a_flood_past_the_descriptor_limit_neither_stops_nor_spins_the_rel
         await b.close()
     assert "Traceback" not in server.stderr
     assert " ERROR " not in server.stderr
+
+
+async def test_with_workers_slow_request_lines_cost_the_supervisor_no_wakeups() -> None:
+    """1,000 connections that sent only part of their request line: the supervisor reads what
+    came and then waits for readiness, making no system call for them while they are silent
+    (it used to peek at every one of them every 10 ms: about 100,000 calls a second). When
+    their request lines do arrive, each is routed and answered."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed (apt-get install strace)")
+    allow_open_files(1000)
+    server = ServerProcess("--workers", "2", "--event-loop", loop_name())
+    try:
+        await server.ready()
+        slow = [await slow_client(server.port, b"GET /r/") for _ in range(1000)]
+        await asyncio.sleep(0.5)  # the supervisor has read every first piece by now
+        traced = await asyncio.to_thread(
+            subprocess.run,
+            ["timeout", "-s", "INT", "2", "strace", "-c", "-e", "trace=recvfrom,recvmsg",
+             "-p", str(server.process.pid)],
+            capture_output=True, text=True,
+        )
+        calls = sum(int(line.split()[3]) for line in traced.stderr.splitlines()
+                    if line.split()[-1:] in (["recvfrom"], ["recvmsg"]))
+        assert "attached" in traced.stderr or "% time" in traced.stderr, traced.stderr
+        assert calls < 50, traced.stderr
+        for _, writer in slow:
+            writer.write(b"AAAAAAAAAAAAAAAAAAAAAA HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        for reader, writer in slow:
+            status, _, _ = await read_response(reader)
+            assert status == 200
+            writer.close()
+    finally:
+        server.kill()

@@ -52,7 +52,7 @@ async def test_metrics_count_a_session_and_name_nothing_private() -> None:
         assert room["room"] not in text and room["secret"] not in text
         assert "127.0.0.1" not in text
         labels = set(re.findall(r"\{([^}]*)\}", text))
-        fixed = r'reason="[a-z_]+"|version="[^"]+",engine="[a-z]+",workers="[0-9]+"'
+        fixed = r'(reason|cap)="[a-z_]+"|version="[^"]+",engine="[a-z]+",workers="[0-9]+"'
         assert all(re.fullmatch(fixed, x) for x in labels)
         # The relay's own port does not serve them.
         async with r.session.get(f"{r.base}/metrics") as response:

@@ -26,6 +26,10 @@ cdef enum:
     # larger than a burst of big messages to a room of ten (3 x 9 x 4 KiB), so a busy member
     # does not free and regrow its buffer at every flush.
     _KEEP_OUTPUT = 262144
+    # The most one write offers the transport: see WRITE_CHUNK in pugfast/_fanout.py.
+    _WRITE_CHUNK = 262144
+
+WRITE_CHUNK = _WRITE_CHUNK
 
 
 cdef int _grow(unsigned char** buf, Py_ssize_t* cap, Py_ssize_t need) except -1:
@@ -376,7 +380,6 @@ cdef class Connection:
         # See _write_early in pugfast/_fanout.py: past the bound within one iteration, write
         # now and judge by what the transport could not take.
         self._write_pending()
-        self._backlog = self.transport.get_write_buffer_size()
         if self._backlog > self._max_buffered:
             self._drop_slow_consumer()
         return 0
@@ -425,20 +428,38 @@ cdef class Connection:
         return 0
 
     cdef int _write_pending(self) except -1:
-        cdef bytes pending = PyBytes_FromStringAndSize(<const char*>self._out, self._out_len)
+        # Write what is pending, and note what the transport still holds (``_backlog``).
+        cdef Py_ssize_t n = self._out_len
+        cdef Py_ssize_t start
+        cdef object pending
+        # Only members that receive relayed messages and keep up with them keep a buffer
+        # between flushes: one that got notices alone (a welcome, a join, a ping) is probably
+        # quiet, and one whose transport holds a backlog is slow, so they give it back. Since
+        # a quiet member is pinged, every idle connection ends up holding none.
+        cdef bint keep = self._out_cap <= _KEEP_OUTPUT and self._relayed
+        if n <= _WRITE_CHUNK:
+            pending = PyBytes_FromStringAndSize(<const char*>self._out, n)
+        else:
+            # In pieces, so that the transport holds the sent part of one piece at most.
+            pending = [
+                PyBytes_FromStringAndSize(<const char*>self._out + start, min(_WRITE_CHUNK, n - start))
+                for start in range(0, n, _WRITE_CHUNK)
+            ]
         self._out_len = 0
-        # Only members that receive relayed messages keep a buffer between flushes: one that
-        # got notices alone (a welcome, a join, a ping) is probably quiet, so it gives it
-        # back. Since a quiet member is pinged, every idle connection ends up holding none.
-        if self._out_cap > _KEEP_OUTPUT or not self._relayed:
-            free(self._out)
-            self._out = NULL
-            self._out_cap = 0
         self._relayed = False
         self._flusher.frames += self._frames
         self._flusher.writes += 1
         self._frames = 0
-        self.transport.write(pending)
+        if n <= _WRITE_CHUNK:
+            self.transport.write(pending)
+        else:
+            for piece in pending:
+                self.transport.write(piece)
+        self._backlog = self.transport.get_write_buffer_size()
+        if not keep or self._backlog:
+            free(self._out)
+            self._out = NULL
+            self._out_cap = 0
         return 0
 
     cdef int _flush(self) except -1:
@@ -446,10 +467,8 @@ cdef class Connection:
             self._write_pending()
             if self.closing:
                 self._end_output()
-            else:
-                self._backlog = self.transport.get_write_buffer_size()
-                if self._backlog > self._max_buffered:
-                    self._drop_slow_consumer()
+            elif self._backlog > self._max_buffered:
+                self._drop_slow_consumer()
         if self.closing:
             self._notify_closed()
         return 0
