@@ -573,3 +573,127 @@ def test_as_a_protocol_it_counts_at_the_time_of_arrival_and_passes_on_only_the_r
     sink.pause_writing()
     sink.resume_writing()
     assert member.calls[2:] == ["eof", "lost None"]
+
+
+# -- the histogram layout ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_the_sink_records_in_the_bench_histograms_layout(impl: Any) -> None:
+    from pugfast.bench import histogram
+
+    assert impl.BUCKETS == histogram.BUCKETS and impl.SUB_BITS == histogram.SUB_BITS
+    for value in (0, 1, 255, 256, 257, 511, 512, 1000, 10**6 + 3, 3_600 * 10**9, (1 << 63) - 1):
+        assert impl.bucket_index(value) == histogram.bucket_index(value)
+
+
+# -- the open loop's sender ----------------------------------------------------------------------
+
+class Writes:
+    """Members' write callables that record what each wrote."""
+
+    def __init__(self, members: int) -> None:
+        self.written: list[list[bytes]] = [[] for _ in range(members)]
+
+    @property
+    def callables(self) -> list[Any]:
+        return [w.append for w in self.written]
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_open_loop_messages_carry_the_time_they_were_due_and_their_lag_is_counted(
+    impl: Any,
+) -> None:
+    tally = impl.DeliveryTally()
+    tally.window_start, tally.window_end = 1000, 2000
+    writes = Writes(3)
+    sources = [impl.MessageSource(16, MASK) for _ in range(3)]
+    clock = Clock(1000)  # reads 1010, 1020, ...
+    sender = impl.OpenLoopSender(tally, sources, writes.callables, [1, 2, 3], clock)
+    sender.send(4, 990)  # due before the window: sent, neither expected nor lagging
+    assert (sender.sent, sender.cursor) == (4, 1)
+    assert (tally.sent_total, tally.sent_window, tally.expected) == (4, 0, 0)
+    sender.send(3, 1005)  # due in the window, written at 1050, 1060, 1070
+    assert (sender.sent, sender.cursor) == (7, 1)
+    assert (tally.sent_total, tally.sent_window, tally.expected) == (7, 3, 6)
+    # Round robin from member 0; every message stamped with its due time, numbered per member.
+    heads = [[p[:12] for p in unmasked(b"".join(w), 16)] for w in writes.written]
+    assert heads == [
+        [struct.pack(">qI", 990, 0), struct.pack(">qI", 990, 1), struct.pack(">qI", 1005, 2)],
+        [struct.pack(">qI", 990, 0), struct.pack(">qI", 1005, 1)],
+        [struct.pack(">qI", 990, 0), struct.pack(">qI", 1005, 1)],
+    ]
+    lag = Histogram()
+    tally.drain_lag_into(lag)
+    assert lag.to_state() == Histogram.of([45, 55, 65]).to_state()
+    latency = Histogram()
+    tally.drain_into(latency)
+    assert latency.count == 0  # the lags are a histogram of their own
+    # A clock behind the due time is no negative lag.
+    impl.OpenLoopSender(tally, sources[:1], writes.callables[:1], [1], lambda: 0).send(1, 1500)
+    tally.drain_lag_into(lag)
+    assert lag.min == 0 and lag.count == 4
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_open_loop_sender_refuses_what_it_cannot_send(impl: Any) -> None:
+    tally = impl.DeliveryTally()
+    source = impl.MessageSource(16, MASK)
+    with pytest.raises(ValueError):
+        impl.OpenLoopSender(tally, [source], [], [1], Clock())
+    with pytest.raises(ValueError):
+        impl.OpenLoopSender(tally, [source], [print], [-1], Clock())
+    with pytest.raises(TypeError):
+        impl.OpenLoopSender(tally, [object()], [print], [1], Clock())
+    with pytest.raises(TypeError):
+        impl.OpenLoopSender(None, [source], [print], [1], Clock())
+    empty = impl.OpenLoopSender(tally, [], [], [], Clock())
+    empty.send(0, 5)
+    with pytest.raises(ValueError):
+        empty.send(1, 5)
+    sender = impl.OpenLoopSender(tally, [source], [lambda _: None], [1], Clock())
+    for n, due in ((-1, 0), (1, -1)):
+        with pytest.raises(ValueError):
+            sender.send(n, due)
+
+    def broken(_: bytes) -> None:
+        raise ConnectionError("gone")
+
+    failing = impl.OpenLoopSender(tally, [source, source], [lambda _: None, broken], [1, 1],
+                                  Clock())
+    with pytest.raises(ConnectionError):
+        failing.send(3, 5)
+    # The message whose write failed was not counted, and the next send starts from it.
+    assert (failing.sent, failing.cursor, tally.sent_total) == (1, 1, 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(members=st.integers(1, 4), window=st.tuples(times, times),
+       sends=st.lists(st.tuples(st.integers(0, 6), times), max_size=8),
+       ticks=st.lists(st.integers(0, 5000), min_size=1, max_size=5))
+def test_open_loop_sender_twins_write_and_count_the_same(
+    members: int, window: tuple[int, int], sends: list[tuple[int, int]], ticks: list[int]
+) -> None:
+    if c_impl is None:
+        pytest.skip(NOT_BUILT)
+    outcomes = []
+    for impl in (py_sink, c_impl):
+        tally = impl.DeliveryTally()
+        tally.window_start, tally.window_end = window
+        writes = Writes(members)
+        steps = iter(ticks * 100)
+        now = [0]
+
+        def clock(steps: Any = steps, now: list[int] = now) -> int:
+            now[0] += next(steps)
+            return now[0]
+
+        sender = impl.OpenLoopSender(
+            tally, [impl.MessageSource(20, MASK) for _ in range(members)], writes.callables,
+            range(members), clock)
+        for n, due in sends:
+            sender.send(n, due)
+        lag = Histogram()
+        tally.drain_lag_into(lag)
+        outcomes.append((writes.written, sender.sent, sender.cursor, counters(tally),
+                         lag.to_state()))
+    assert outcomes[0] == outcomes[1]
