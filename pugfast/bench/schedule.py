@@ -117,10 +117,3 @@ class Schedule:
                 # A tiny allowance, so that 500/s x 4 s is 2000 and not 1999.9999.
                 return math.floor(before + r0 * x + slope * x * x / 2 + 1e-6)
         return self.total
-
-    def rate_at(self, t_ns: int) -> float:
-        """The offered rate at ``t_ns``, in messages per second."""
-        for at, length, r0, r1, _ in self.pieces:
-            if at <= t_ns < at + length:
-                return r0 + (r1 - r0) * (t_ns - at) / length
-        return 0.0

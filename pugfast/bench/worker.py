@@ -16,7 +16,9 @@ import asyncio
 import bisect
 import contextlib
 import ipaddress
+import signal
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +30,7 @@ from ..pow import solve
 from ..speedups import OpenLoopSender
 from .client import JoinError, Member, Pacer, Room, Stats, upgrade_request
 from .histogram import Histogram
-from .schedule import Schedule
+from .schedule import TICK_NS, Schedule
 
 JOIN_TIMEOUT = 30.0
 
@@ -122,6 +124,12 @@ class Worker:
         self.chan.send(message)
 
     async def recv(self) -> tuple[Any, ...]:
+        message = await self._next_message()
+        if message[0] == "abort":
+            raise asyncio.CancelledError("aborted by the controller")
+        return message
+
+    async def _next_message(self) -> tuple[Any, ...]:
         chan = self.chan
         while not chan.poll():
             ready: asyncio.Future[None] = self.loop.create_future()
@@ -130,10 +138,7 @@ class Worker:
                 await ready
             finally:
                 self.loop.remove_reader(chan.fileno())
-        message = chan.recv()
-        if message[0] == "abort":
-            raise asyncio.CancelledError("aborted by the controller")
-        return tuple(message)
+        return tuple(chan.recv())
 
     # -- the phases ----------------------------------------------------------------------
 
@@ -297,11 +302,11 @@ class Worker:
             self.pacer.stop()
 
     async def _listen(self) -> None:
-        """Hears the controller while the load runs: ``("stop",)`` ends it early."""
+        """Hears the controller while the load runs: ``("stop",)`` or ``("abort",)`` ends it
+        early."""
         assert self.stopping is not None
-        message = await self.recv()
-        if message[0] == "stop":
-            self.stopping.set()
+        await self._next_message()
+        self.stopping.set()
 
     def _loop_time(self, at_ns: int) -> float:
         return self.loop.time() + (at_ns - time.monotonic_ns()) / 1e9
@@ -358,11 +363,7 @@ class Worker:
                                                                   strict=True))
         self.cut_at, self.cut_counts = end, counts
         latency, lag = stats.take_latency()
-        schedule = self.plan.schedule
-        offered = 0
-        if schedule is not None and start < window_end:
-            offered = (schedule.due_by(min(end, window_end) - self.t0)
-                       - schedule.due_by(start - self.t0))
+        offered = self._offered(start, min(end, window_end)) if start < window_end else 0
         measuring = start < window_end
         stage = (bisect.bisect_right(self.stage_starts, start) - 1
                  if measuring and self.stage_starts else None)
@@ -381,7 +382,9 @@ class Worker:
                 await asyncio.wait_for(self.stopping.wait(), delay)
 
     async def _drain(self, window_end: int, settled: Any) -> None:
-        """Wait for the window's messages still in flight, up to ``plan.drain`` seconds."""
+        """Wait for the window's end, then for its messages still in flight, up to
+        ``plan.drain`` seconds."""
+        await self._sleep_until(window_end)
         tally = self.stats.tally
         deadline = window_end + int(self.plan.drain * 1e9)
         while time.monotonic_ns() < deadline and not (
@@ -396,7 +399,7 @@ class Worker:
             "counts": {
                 "rooms": len(self.rooms),
                 "connections": self.join_latency.count,
-                "offered": self._offered(),
+                "offered": self._offered(*self.window),
                 "sent_total": t.sent_total,
                 "sent": t.sent_window,
                 "expected": t.expected,
@@ -414,17 +417,26 @@ class Worker:
             "aborted": self.stopping is not None and self.stopping.is_set(),
         }
 
-    def _offered(self) -> int:
-        """Messages the schedule had due inside the window (the open loop's offered load)."""
+    def _offered(self, start: int, end: int) -> int:
+        """Messages the schedule stamps with a tick in [start, end) (monotonic ns): the open
+        loop's offered load."""
         schedule = self.plan.schedule
         if schedule is None or self.plan.mode != "open":
             return 0
-        return (schedule.due_by(self.window[1] - self.t0)
-                - schedule.due_by(self.window[0] - self.t0))
+
+        def ticks_up(at: int) -> int:  # the first tick at or after ``at``
+            return -(-(at - self.t0) // TICK_NS) * TICK_NS
+
+        return schedule.due_by(ticks_up(end)) - schedule.due_by(ticks_up(start))
 
 
 def run_worker(plan: Plan, index: int, chan: Any) -> None:
     """Run one worker to the end on a new event loop (in a thread or a process)."""
+    if threading.current_thread() is threading.main_thread():
+        # A process of its own: the controller stops it (Ctrl-C reaches the whole process
+        # group), and SIGTERM ends it as it would any process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     loop: asyncio.AbstractEventLoop
     if plan.event_loop == "uvloop":
         try:
