@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,31 @@ def test_committed_guard_baseline_matches_the_workload() -> None:
     baseline = json.loads((ROOT / "bench" / "guard_baseline.json").read_text())
     assert baseline["workload"] == guard.WORKLOAD
     assert baseline["cython_ir_per_delivery"] < baseline["python_ir_per_delivery"]
+
+
+def test_idle_members_answer_pings_unless_told_not_to(capsys: pytest.CaptureFixture[str]) -> None:
+    with thread_relay(ping_interval=0.2, idle_timeout=0.8) as url:
+        args = ("--rooms", "1", "--members", "2", "--idle", "--warmup", "0", "--duration", "1.5")
+        status, answering = bench(capsys, url, *args)
+        assert status == 0 and answering["errors"] == {}
+        status, silent = bench(capsys, url, *args, "--ignore-pings")
+    assert status == 1
+    assert silent["config"]["answer_pings"] is False
+    # The relay hung up on members that never answered its pings.
+    assert silent["errors"].get("close_1001") == 2
+
+
+def test_the_relays_cpu_is_read_finer_than_clock_ticks() -> None:
+    from pugfast.bench.procstat import SCHEDSTAT, TICKS, clock, sample
+
+    if clock(os.getpid()) is not SCHEDSTAT:
+        pytest.skip("this kernel has no /proc/PID/task/TID/schedstat")
+    before = sample(os.getpid(), SCHEDSTAT)
+    deadline = time.process_time() + 0.003
+    while time.process_time() < deadline:
+        pass
+    after = sample(os.getpid(), SCHEDSTAT)
+    spent = after.cpu_s - before.cpu_s
+    # Three milliseconds of CPU, seen as such: ticks would say 0 or 10 ms.
+    assert 0.002 < spent < 0.5
+    assert round(spent / TICKS.resolution_s, 6) != round(spent / TICKS.resolution_s)
