@@ -22,7 +22,8 @@ FALLBACK = "#555"
 WIDTH, HEIGHT = 660, 320
 QUICK = ('<p class="quick">Quick mode: short runs and small scenarios, to try the runner; not '
          "figures to quote.</p>")
-LEFT, RIGHT, TOP, BOTTOM = 70, 20, 34, 58
+LEFT, RIGHT, TOP, BOTTOM = 70, 20, 48, 58
+TITLE_CHARS = 95
 
 
 def _e(text: object) -> str:
@@ -93,10 +94,24 @@ class Axis:
         return [first + i * step for i in range(int((self.hi - first) / step) + 1)]
 
 
+def _title(title: str) -> str:
+    """The chart's title, on two lines when it is long."""
+    lines, line = [], ""
+    for word in title.split():
+        if line and len(line) + 1 + len(word) > TITLE_CHARS:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    spans = "".join(f'<tspan x="10" dy="{0 if i == 0 else 15}">{_e(text)}</tspan>'
+                    for i, text in enumerate(lines))
+    return f'<text class="chart-title t" x="10" y="16">{spans}</text>'
+
+
 def _frame(title: str, x_label: str, y_label: str) -> list[str]:
     return [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '
-            f'height="{HEIGHT}" role="img" aria-label="{_e(title)}">',
-            f'<text class="chart-title t" x="{LEFT}" y="20">{_e(title)}</text>',
+            f'height="{HEIGHT}" role="img" aria-label="{_e(title)}">', _title(title),
             f'<text class="axis-label x a" x="{LEFT + (WIDTH - LEFT - RIGHT) / 2}" '
             f'y="{HEIGHT - 6}" text-anchor="middle">{_e(x_label)}</text>',
             f'<text class="axis-label y a" text-anchor="middle" '
