@@ -20,6 +20,12 @@ COLOURS = {"pugfast-cython": "#1b7f5b", "pugfast-python": "#d08c18", "aiohttp-pl
 SERIES_COLOURS = ("#1b7f5b", "#b00020", "#1f5fbf", "#d08c18", "#8a3ffc", "#555")
 FALLBACK = "#555"
 WIDTH, HEIGHT = 660, 320
+CLOSED_LOOP = ("Closed loop (lockstep): a member sends its next burst only once the last one has "
+               "arrived, so a stall of the relay holds the sending back too and the wait of the "
+               "messages it held back is never counted (coordinated omission): its latency "
+               "tails read low. Its scenarios measure throughput and CPU per delivery.")
+OPEN_LOOP = ("Open loop: messages go out on a schedule whatever comes back, and each one's "
+             "latency counts from the time it was due, so stalls show in the tail.")
 QUICK = ('<p class="quick">Quick mode: short runs and small scenarios, to try the runner; not '
          "figures to quote.</p>")
 LEFT, RIGHT, TOP, BOTTOM = 70, 20, 48, 58
@@ -368,7 +374,9 @@ across the runs (other work on the machine shows up as latency).</p>
 <th>p50 µs</th><th>p99 µs</th><th>(min-max)</th><th>p99.9 µs</th><th>lost</th>
 <th>RSS/conn KiB</th><th>joins/s</th><th>µs CPU/join</th><th>load avg</th><th>errors</th></tr>
 {"".join(rows)}</table>
-<h2>Charts</h2>{"".join(charts(results, extras))}
+<h2>Charts</h2>
+<p>{CLOSED_LOOP} {OPEN_LOOP}</p>
+{"".join(charts(results, extras))}
 <h2>Scenarios</h2><ul>{scenario_list}</ul>
 {f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""}
 </body></html>
