@@ -202,7 +202,9 @@ def test_stages_ramp_the_offered_rate(relay_url: str, capsys: pytest.CaptureFixt
     first, second = report["stages"]
     # Linear ramps from 0 to 200/s and from 200 to 600/s, half a second each.
     assert (first["offered"], second["offered"]) == (50, 200)
-    assert (first["sent"], second["sent"]) == (50, 200)
+    # Sent counts writes by when they happened: a busy generator may write a stage's last
+    # messages in the next one, but every one of them.
+    assert first["sent"] + second["sent"] == 250
     assert first["offered_per_s"] == 100 and second["offered_per_s"] == 400
     assert first["latency_us"]["count"] > 0 and second["latency_us"]["count"] > 0
     assert report["offered"] == 250

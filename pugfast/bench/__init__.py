@@ -50,7 +50,8 @@ several generators, and ``pugfast bench merge`` adds their reports up.
   delivered per second, ``latency_us`` and ``lag_us``;
 - ``intervals``: the time series, one row per ``--interval`` (and where a stage starts):
   ``start_s``, ``end_s`` (from the window's start), ``phase`` (``measure`` or ``drain``),
-  ``stage``, ``offered``, ``sent``, ``delivered`` (arrived in the row), ``delivered_per_s``,
+  ``stage``, ``offered`` (due in the row), ``sent`` (the window's messages written in the
+  row), ``delivered`` (arrived in the row), ``delivered_per_s``,
   ``errors``, ``measured``, ``p50_us``, ``p99_us``, ``p99.9_us``, ``max_us``,
   ``lag_p50_us``, ``lag_p99_us``, ``lag_max_us``, ``server_cpu`` (cores), ``server_rss_bytes``,
   and the row's ``latency`` and ``lag`` histograms;

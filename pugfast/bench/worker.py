@@ -316,7 +316,8 @@ class Worker:
         over the window says whether it, not the relay, was the limit)."""
         self._take_cpu("cpu_start")
         tally = self.stats.tally
-        self.cut_counts = (tally.sent_total, tally.received_total, sum(self.stats.errors.values()))
+        self.cut_counts = (tally.sent_window, tally.received_total,
+                           sum(self.stats.errors.values()))
         self.stats.take_latency()  # nothing was measured before the window: nothing is lost
         self.cut_handle = self.loop.call_at(
             self._loop_time(self._next_cut(self.cut_at)), self._cut)
@@ -358,7 +359,8 @@ class Worker:
             return
         window_start, window_end = self.window
         tally, stats = self.stats.tally, self.stats
-        counts = (tally.sent_total, tally.received_total, sum(stats.errors.values()))
+        # Sent: the window's messages written during the row (all of them, summed over rows).
+        counts = (tally.sent_window, tally.received_total, sum(stats.errors.values()))
         sent, received, errors = (now - then for now, then in zip(counts, self.cut_counts,
                                                                   strict=True))
         self.cut_at, self.cut_counts = end, counts
