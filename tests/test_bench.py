@@ -313,3 +313,31 @@ def test_the_relays_cpu_is_read_finer_than_clock_ticks() -> None:
     # Three milliseconds of CPU, seen as such: ticks would say 0 or 10 ms.
     assert 0.002 < spent < 0.5
     assert round(spent / TICKS.resolution_s, 6) != round(spent / TICKS.resolution_s)
+
+
+def test_the_relays_cpu_never_goes_back_when_a_thread_ends() -> None:
+    import threading
+
+    from pugfast.bench.procstat import SCHEDSTAT, clock, sample
+
+    if clock(os.getpid()) is not SCHEDSTAT:
+        pytest.skip("this kernel has no /proc/PID/task/TID/schedstat")
+
+    def burn() -> None:
+        deadline = time.thread_time() + 0.02
+        while time.thread_time() < deadline:
+            pass
+
+    worker = threading.Thread(target=burn)
+    worker.start()
+    worker.join()
+    before = sample(os.getpid(), SCHEDSTAT)
+    worker = threading.Thread(target=lambda: (burn(), time.sleep(0.2)))
+    worker.start()
+    time.sleep(0.1)
+    during = sample(os.getpid(), SCHEDSTAT)
+    worker.join()
+    after = sample(os.getpid(), SCHEDSTAT)
+    # The thread's 20 ms stay counted after it has gone.
+    assert during.cpu_s - before.cpu_s >= 0.015
+    assert after.cpu_s >= during.cpu_s

@@ -1,8 +1,8 @@
 """CPU time and memory of a local process and its children, read from /proc (Linux only).
 
 CPU comes from /proc/PID/task/TID/schedstat, whose first field is the time each thread has run,
-in nanoseconds, summed over the process's live threads: fine enough for the CPU of a few
-hundred joins. Where a kernel has no schedstat, it comes from utime + stime in /proc/PID/stat,
+in nanoseconds, summed over the process's threads (a thread that ends counts with its last
+reading): fine enough for the CPU of a few hundred joins. Where a kernel has no schedstat, it comes from utime + stime in /proc/PID/stat,
 in clock ticks (usually 10 ms), and ``CpuClock.resolution_s`` says so: measure over windows of
 seconds then. RSS is VmRSS from /proc/PID/status. A relay run with ``--workers`` is a supervisor
 and its worker processes: a sample adds up the process and every live descendant, and keeps
@@ -87,15 +87,27 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+# Per process: each thread's run time at the last reading, and the run time of threads that
+# have ended since the first one (an ended thread leaves /proc/PID/task, but its time was
+# spent: the sum keeps its last reading, so it never goes backwards).
+_threads: dict[int, dict[str, int]] = {}
+_ended: dict[int, int] = {}
+
+
 def _schedstat_cpu(pid: int) -> float:
-    total = 0
+    live: dict[str, int] = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as f:
-                total += int(f.read().split()[0])
+                live[task] = int(f.read().split()[0])
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
-    return total / 1e9
+    ended = _ended.get(pid, 0)
+    for task, ns in _threads.get(pid, {}).items():
+        if live.get(task, -1) < ns:  # gone, or its id taken by a new thread
+            ended += ns
+    _threads[pid], _ended[pid] = live, ended
+    return (ended + sum(live.values())) / 1e9
 
 
 def _read(pid: int, cpu_clock: CpuClock) -> tuple[float, int]:
