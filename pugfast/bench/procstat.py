@@ -2,11 +2,12 @@
 
 CPU comes from /proc/PID/task/TID/schedstat, whose first field is the time each thread has run,
 in nanoseconds, summed over the process's threads (a thread that ends counts with its last
-reading): fine enough for the CPU of a few hundred joins. Where a kernel has no schedstat, it comes from utime + stime in /proc/PID/stat,
-in clock ticks (usually 10 ms), and ``CpuClock.resolution_s`` says so: measure over windows of
-seconds then. RSS is VmRSS from /proc/PID/status. A relay run with ``--workers`` is a supervisor
-and its worker processes: a sample adds up the process and every live descendant, and keeps
-the process's own CPU apart (the supervisor's routing cost).
+reading): fine enough for the CPU of a few hundred joins. Where a kernel has no schedstat, it
+comes from utime + stime in /proc/PID/stat, in clock ticks (usually 10 ms), and
+``CpuClock.resolution_s`` says so: measure over windows of seconds then. RSS is VmRSS from
+/proc/PID/status. A relay run with ``--workers`` is a supervisor and its worker processes: a
+sample adds up the process and every live descendant, and keeps the process's own CPU apart (the
+supervisor's routing cost).
 """
 
 from __future__ import annotations
