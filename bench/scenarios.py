@@ -20,7 +20,8 @@ class Scenario:
     rate_of: tuple[str, float] | None = None
     # Server flags beyond the runner's defaults.
     server_args: list[str] = field(default_factory=list)
-    # Lockstep throughput scenarios are compared with the baseline in the closing checks.
+    # Lockstep throughput scenarios are compared with the baseline in the closing checks;
+    # "shared" and "idle-tail" run only when named.
     kind: str = "lockstep"
 
 
@@ -62,3 +63,15 @@ SCENARIOS: list[Scenario] = [
              "generator sharing every core: deliveries per second by worker count",
              ["--rooms", "120", "--members", "10", *LOCKSTEP, "--procs", "2"], kind="shared"),
 ]
+
+# Issue 24's scenario: the open-loop chat alone, then beside N idle joined members held by a
+# second `pugfast bench --idle` process (bench/run.py --idle-members, --idle-ignore-pings).
+IDLE_TAIL = Scenario(
+    "idle-tail", "the open-loop chat (100 rooms x 10, 8,000 msg/s, 30 s) alone, then beside N "
+    "idle joined members held by a second pugfast bench --idle process: the chat's p99, p99.9 "
+    "and max side by side, and the relay's CPU and RSS per idle member",
+    ["--rooms", "100", "--members", "10", "--payload", "256", "--rate", "8000", "--warmup", "2",
+     "--duration", "30"], kind="idle-tail")
+SCENARIOS.append(IDLE_TAIL)
+# Scenarios that run only when named with --scenarios.
+ON_REQUEST = ("shared", "idle-tail")

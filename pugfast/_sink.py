@@ -16,8 +16,18 @@ was sent):
 - ``received_total``: every delivery; ``received_in_window``: those that arrived inside the
   window [window_start, window_end) (the delivered rate is computed from these);
 - ``delivered``: the deliveries of messages *sent* inside the window, whenever they arrive
-  (the drain after the window waits for stragglers); only they carry latencies, kept in the
-  buckets of pugfast/bench/histogram.py until ``drain_into`` moves them into a Histogram.
+  (the drain after the window waits for stragglers); only they carry latencies, kept in
+  HdrHistogram's bucket layout (below) until ``drain_into`` moves them into a histogram.
+
+Open loop, an ``OpenLoopSender`` writes each message stamped with the time it was *due*, not
+the time the generator got round to writing it, so a generator that falls behind (a pause, a
+busy core) shows in the latency instead of hiding it (coordinated omission); how late each
+write was, its lag, goes into the tally's second histogram (``drain_lag_into``).
+
+The histograms' layout is HdrHistogram's for two significant decimal digits and a lowest
+discernible value of 1: values below 256 have a bucket each, and above that every power of two
+is split into 128 equal buckets, so a bucket is at most 1/128 of its values wide (under 1%).
+``bucket_index`` gives a value's bucket; pugfast/bench/histogram.py reads the same layout.
 
 Any other message (text, ping, pong, close, a binary one too short or from an impossible
 member id) is handed back as FrameParser's event, and a broken frame raises FrameParser's
@@ -36,7 +46,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from ._frames import OP_BINARY, BytesLike, Event, FrameParser, encode_frame
-from .bench.histogram import BUCKETS, Histogram
 from .errors import ProtocolError
 
 # A message's head: the send time and the sequence number, XORed with the frame's mask (the
@@ -50,6 +59,20 @@ MAX_SENDERS = 1 << 16
 _NEVER = 1 << 62
 # Times are 64-bit signed nanoseconds, as the compiled twin holds them.
 _LIMIT = 1 << 63
+# The histograms' layout (HdrHistogram, two significant digits): 2**SUB_BITS buckets per power
+# of two above the 2**(SUB_BITS + 1) values that have a bucket each.
+SUB_BITS = 7
+_LINEAR = 2 << SUB_BITS
+# Enough buckets for every value below 2**63.
+BUCKETS = (63 - SUB_BITS) * (1 << SUB_BITS) + _LINEAR
+
+
+def bucket_index(value: int) -> int:
+    """The histogram bucket ``value`` (a non-negative integer below 2**63) falls in."""
+    if value < _LINEAR:
+        return value if value > 0 else 0
+    shift = value.bit_length() - SUB_BITS - 1
+    return (shift << SUB_BITS) + (value >> shift)
 
 
 def _nanoseconds(name: str, value: int) -> int:
@@ -109,6 +132,43 @@ class MessageSource:
         return bytes(burst)
 
 
+class _Recorder:
+    """Values not yet drained: counts per bucket, and their count, sum, minimum and maximum."""
+
+    __slots__ = ("count", "counts", "max", "min", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * BUCKETS
+        self.count = self.total = self.min = self.max = 0
+
+    def record(self, value: int) -> None:
+        self.counts[bucket_index(value)] += 1
+        if self.count == 0 or value < self.min:
+            self.min = value
+        if self.count == 0 or value > self.max:
+            self.max = value
+        self.count += 1
+        self.total += value
+
+    def drain_into(self, hist: Any) -> None:
+        counts = hist.counts
+        if len(counts) != BUCKETS:
+            raise ValueError(f"the histogram must have {BUCKETS} buckets")
+        if self.count == 0:
+            return
+        for index, n in enumerate(self.counts):
+            if n:
+                counts[index] += n
+        hist.count += self.count
+        hist.total += self.total
+        if hist.min < 0 or self.min < hist.min:
+            hist.min = self.min
+        if self.max > hist.max:
+            hist.max = self.max
+        self.counts = [0] * BUCKETS
+        self.count = self.total = 0
+
+
 class DeliveryTally:
     """What the members of one load generator sent and received, summed over all of them.
 
@@ -117,16 +177,13 @@ class DeliveryTally:
     received: ``received_total``, ``received_in_window`` (those that arrived inside the
     window), ``delivered`` (those of messages sent inside it, whenever they arrived; only they
     carry latencies), ``gaps`` and ``out_of_order``; ``drain_into`` moves the latencies into a
-    Histogram. ``window_start`` and ``window_end`` (monotonic nanoseconds) bound the window;
-    until they are set nothing is measured.
+    histogram, ``drain_lag_into`` the open loop's lags. ``window_start`` and ``window_end``
+    (monotonic nanoseconds) bound the window; until they are set nothing is measured.
     """
 
     __slots__ = (
-        "_count",
-        "_counts",
-        "_max",
-        "_min",
-        "_total",
+        "_lag",
+        "_latency",
         "_window_end",
         "_window_start",
         "delivered",
@@ -150,11 +207,8 @@ class DeliveryTally:
         self.delivered = 0
         self.gaps = 0
         self.out_of_order = 0
-        self._counts = [0] * BUCKETS
-        self._count = 0
-        self._total = 0
-        self._min = 0
-        self._max = 0
+        self._latency = _Recorder()
+        self._lag = _Recorder()
 
     @property
     def window_start(self) -> int:
@@ -184,28 +238,80 @@ class DeliveryTally:
             self.sent_window += messages
             self.expected += deliveries
 
-    def drain_into(self, hist: Histogram) -> None:
+    def drain_into(self, hist: Any) -> None:
         """Adds the latencies measured since the last drain to ``hist`` and forgets them.
 
-        ``hist`` is a pugfast.bench.histogram.Histogram: its bucket counts, count, total, min
-        and max are updated. Raises ValueError if its bucket layout is not this one.
+        ``hist`` has ``counts``, a list of BUCKETS counts in this module's layout, and
+        ``count``, ``total``, ``min`` (-1 when empty) and ``max``, which are updated (as
+        pugfast.bench.histogram.Histogram has). Raises ValueError if its layout is not this one.
         """
-        counts = hist.counts
-        if len(counts) != BUCKETS:
-            raise ValueError(f"the histogram must have {BUCKETS} buckets")
-        if self._count == 0:
-            return
-        for index, n in enumerate(self._counts):
-            if n:
-                counts[index] += n
-        hist.count += self._count
-        hist.total += self._total
-        if hist.min < 0 or self._min < hist.min:
-            hist.min = self._min
-        if self._max > hist.max:
-            hist.max = self._max
-        self._counts = [0] * BUCKETS
-        self._count = self._total = 0
+        self._latency.drain_into(hist)
+
+    def drain_lag_into(self, hist: Any) -> None:
+        """Adds the open loop's lags since the last drain to ``hist``, as ``drain_into`` does."""
+        self._lag.drain_into(hist)
+
+
+class OpenLoopSender:
+    """The open loop's writes: messages round-robin over members, each stamped with the time
+    it was due.
+
+    ``sources``, ``writes`` and ``deliveries`` are per member: its MessageSource, its write
+    callable (its transport's ``write``) and how many receive its messages (its room's other
+    members). ``send(n, due_ns)`` writes the next ``n`` messages, each stamped ``due_ns``, its
+    scheduled send time, so that latency counts from the schedule and not from whenever the
+    generator got round to it; each is counted into the tally as sent at ``due_ns``, and its
+    lag (``clock()`` just before its write, minus ``due_ns``) goes into the tally's lag
+    histogram when ``due_ns`` is inside the window. ``sent`` counts the messages written.
+    """
+
+    __slots__ = ("_clock", "_deliveries", "_sources", "_tally", "_writes", "cursor", "sent")
+
+    def __init__(self, tally: DeliveryTally, sources: Iterable[MessageSource],
+                 writes: Iterable[Callable[[bytes], object]], deliveries: Iterable[int],
+                 clock: Callable[[], int]) -> None:
+        """Raises ValueError if the three lists differ in length or a delivery count is
+        negative, TypeError if a source is not a MessageSource."""
+        if not isinstance(tally, DeliveryTally):
+            raise TypeError("tally must be a DeliveryTally")
+        self._tally = tally
+        self._sources = list(sources)
+        self._writes = list(writes)
+        self._deliveries = [int(d) for d in deliveries]
+        if not all(isinstance(s, MessageSource) for s in self._sources):
+            raise TypeError("every source must be a MessageSource")
+        if not len(self._sources) == len(self._writes) == len(self._deliveries):
+            raise ValueError("sources, writes and deliveries must be as many")
+        if any(d < 0 for d in self._deliveries):
+            raise ValueError("delivery counts must not be negative")
+        self._clock = clock
+        self.cursor = 0
+        self.sent = 0
+
+    def send(self, n: int, due_ns: int) -> None:
+        """Writes the next ``n`` messages, due at ``due_ns``, to the members in turn.
+
+        Raises ValueError if ``n`` or ``due_ns`` is negative, or if there are no members to
+        write to; and what the writes raise.
+        """
+        if n < 0:
+            raise ValueError("n must not be negative")
+        _nanoseconds("due_ns", due_ns)
+        if n and not self._writes:
+            raise ValueError("no members to send from")
+        tally = self._tally
+        measured = tally._window_start <= due_ns < tally._window_end
+        lag = tally._lag
+        count = len(self._writes)
+        for _ in range(n):
+            cursor = self.cursor
+            now = self._clock()
+            self._writes[cursor](self._sources[cursor].frames(1, due_ns))
+            if measured:
+                lag.record(now - due_ns if now > due_ns else 0)
+            tally.sent(1, self._deliveries[cursor], due_ns)
+            self.sent += 1
+            self.cursor = cursor + 1 if cursor + 1 < count else 0
 
 
 class Lockstep:
@@ -346,7 +452,8 @@ class DeliverySink:
         we = tally._window_end
         expect = self._expect
         events = self._events
-        counts = tally._counts
+        recorder = tally._latency
+        counts = recorder.counts
         unpack = _RELAYED.unpack_from
         next_event = parser.next_event
         received = gaps = out_of_order = measured = total = 0
@@ -383,12 +490,12 @@ class DeliverySink:
                         measured += run
                         total += run * run_latency
                     latency = now_ns - sent_at
-                    # histogram.bucket_index, inlined.
-                    if latency < 64:
+                    # bucket_index, inlined.
+                    if latency < _LINEAR:
                         run_index = latency if latency > 0 else 0
                     else:
-                        shift = latency.bit_length() - 6
-                        run_index = (shift << 5) + (latency >> shift)
+                        shift = latency.bit_length() - SUB_BITS - 1
+                        run_index = (shift << SUB_BITS) + (latency >> shift)
                     run = 1
                     run_latency = latency
                     run_at = sent_at
@@ -409,12 +516,12 @@ class DeliverySink:
             measured += run
             total += run * run_latency
         if measured:
-            if tally._count == 0 or low < tally._min:
-                tally._min = low
-            if tally._count == 0 or high > tally._max:
-                tally._max = high
-            tally._count += measured
-            tally._total += total
+            if recorder.count == 0 or low < recorder.min:
+                recorder.min = low
+            if recorder.count == 0 or high > recorder.max:
+                recorder.max = high
+            recorder.count += measured
+            recorder.total += total
             tally.delivered += measured
         if received and self.lockstep is not None:
             self.lockstep._received(received)

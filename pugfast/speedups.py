@@ -27,6 +27,7 @@ if not _DISABLED:
             Group,
             Lockstep,
             MessageSource,
+            OpenLoopSender,
             apply_mask,
             encode_close,
             encode_frame,
@@ -50,12 +51,13 @@ if _DISABLED:
         encode_frame,
     )
     from ._head import parse_upgrade_head
-    from ._sink import DeliverySink, DeliveryTally, Lockstep, MessageSource
+    from ._sink import DeliverySink, DeliveryTally, Lockstep, MessageSource, OpenLoopSender
 
 IMPLEMENTATION: str = "python" if _DISABLED else "cython"
 
 __all__ = [
     "IMPLEMENTATION", "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT",
     "Connection", "DeliverySink", "DeliveryTally", "Flusher", "FrameParser", "Group",
-    "Lockstep", "MessageSource", "apply_mask", "encode_close", "encode_frame", "parse_upgrade_head",
+    "Lockstep", "MessageSource", "OpenLoopSender", "apply_mask", "encode_close", "encode_frame",
+    "parse_upgrade_head",
 ]

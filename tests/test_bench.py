@@ -1,78 +1,58 @@
-"""``pugfast bench`` against a real relay on loopback, its histogram, and the guard's verdict.
+"""``pugfast bench`` against a real relay on loopback: what it counts, the report, the time
+series, stages, thresholds, honest output for odd runs, and the guard's verdict.
 
-The relay runs in-process on its own event loop in a thread, so the generator (whose single
-worker also runs in a thread) drives it exactly as it drives a remote one.
+Most runs load a relay in a thread of this process (the generator's single worker runs in a
+thread too), which it drives exactly as a remote one; tests/test_bench_faults.py stops relays
+and generators, and tests/test_bench_split.py splits a load over generators.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
+import csv
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import relay_settings
+from bench_kit import ROOT, bench, thread_relay
 
-from pugfast.bench import add_arguments, main
-from pugfast.bench.histogram import BUCKETS, Histogram, bucket_bounds, bucket_index, summary_us
-from pugfast.server import Relay
-
-ROOT = Path(__file__).resolve().parent.parent
+from pugfast.bench.control import Progress
+from pugfast.bench.histogram import Histogram, merged
 
 REPORT_KEYS = {
-    "version", "target", "config", "rooms", "connections", "sent", "sent_total", "expected",
-    "delivered", "lost", "loss_ratio", "received_in_window", "messages_per_s",
-    "deliveries_per_s", "latency_us", "histogram", "sequence_gaps", "errors", "join",
-    "generator", "server",
+    "version", "target", "config", "segments", "rooms", "connections", "measured_s",
+    "started_epoch_s", "aborted", "offered", "sent", "sent_total", "expected", "delivered",
+    "lost", "loss_ratio", "received_in_window", "messages_per_s", "deliveries_per_s",
+    "latency_us", "lag_us", "sequence_gaps", "errors", "error_count", "join", "generator",
+    "server", "server_raw", "stages", "intervals", "histograms", "thresholds", "warnings",
 }
-LATENCY_KEYS = {"count", "p50", "p90", "p99", "p99.9", "max", "min", "mean"}
+LATENCY_KEYS = {"count", "p50", "p90", "p99", "p99.9", "p99.99", "max", "min", "mean"}
 SERVER_KEYS = {
-    "pid", "cpu_s", "cpu_utilisation", "cpu_us_per_delivery", "deliveries_per_cpu_s",
-    "cpu_us_per_join", "rss_bytes", "rss_begin_bytes", "rss_per_connection_bytes", "processes",
+    "pid", "cpu_clock", "cpu_resolution_us", "cpu_s", "cpu_utilisation", "cpu_us_per_delivery",
+    "deliveries_per_cpu_s", "cpu_us_per_join", "cpu_us_per_connection_s", "rss_bytes",
+    "rss_begin_bytes", "rss_per_connection_bytes", "processes",
+}
+ROW_KEYS = {
+    "start_s", "end_s", "phase", "stage", "offered", "sent", "delivered", "delivered_per_s",
+    "errors", "measured", "p50_us", "p99_us", "p99.9_us", "max_us", "lag_p50_us",
+    "lag_p99_us", "lag_max_us", "server_cpu", "server_rss_bytes", "latency", "lag",
 }
 
 
 @pytest.fixture(scope="module")
 def relay_url() -> Iterator[str]:
-    """A relay on its own loop in a thread (rate limit off, as for any benchmark)."""
-    loop = asyncio.new_event_loop()
-    relay = Relay(relay_settings(rate_limit=0, capacity_max=64))
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(relay.start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield f"http://127.0.0.1:{relay.port}"
-    finally:
-        asyncio.run_coroutine_threadsafe(relay.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with thread_relay() as url:
+        yield url
 
 
-def bench(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    status = main(parser.parse_args([*argv, "--json", "--quiet"]))
-    return status, json.loads(capsys.readouterr().out)
-
-
-def test_lockstep_run_delivers_every_message(
+def test_lockstep_run_delivers_every_message_and_says_it_is_a_closed_loop(
     relay_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, report = bench(capsys, relay_url, "--rooms", "2", "--members", "3", "--burst", "2",
@@ -85,25 +65,31 @@ def test_lockstep_run_delivers_every_message(
     assert report["delivered"] == report["expected"]
     assert report["lost"] == 0 and report["errors"] == {} and report["sequence_gaps"] == 0
     assert report["latency_us"]["count"] == report["delivered"]
-    assert sum(n for _, _, n in report["histogram"]) == report["delivered"]
+    assert Histogram.from_state(report["histograms"]["latency"]).count == report["delivered"]
     # Every round is whole: all members send a burst of 2 each time.
     assert report["sent_total"] % (3 * 2) == 0
+    assert report["config"]["loop"] == "closed" and report["offered"] is None
+    assert report["lag_us"] is None
+    assert any("closed loop" in w and "coordinated omission" in w for w in report["warnings"])
 
 
-def test_open_loop_run_delivers_every_message(
+def test_open_loop_sends_on_schedule_and_stamps_each_message_with_it(
     relay_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, report = bench(capsys, relay_url, "--rooms", "2", "--members", "3", "--rate", "300",
                            "--warmup", "0.2", "--duration", "0.6")
     assert status == 0, report
-    assert report["config"]["mode"] == "open"
-    # 300 messages/s for 0.6 s, give or take the ticks at the window's edges.
-    assert 150 <= report["sent"] <= 200
+    assert report["config"]["mode"] == "open" and report["config"]["loop"] == "open"
+    # 300 messages/s for 0.6 s on a 1 ms grid: exactly 180 due, all sent.
+    assert report["offered"] == report["sent"] == 180
     assert report["delivered"] == report["expected"] == report["sent"] * 2
     assert report["lost"] == 0 and report["errors"] == {}
     latency = report["latency_us"]
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["p99.9"]
     assert latency["p99.9"] <= latency["max"]
+    lag = report["lag_us"]
+    assert lag["count"] == report["sent"] and lag["unsent"] == 0
+    assert {"late", "late_ratio", "kept_schedule"} <= set(lag)
 
 
 def test_json_report_has_the_documented_keys(
@@ -116,17 +102,43 @@ def test_json_report_has_the_documented_keys(
     assert set(report["latency_us"]) == LATENCY_KEYS
     assert set(report["server"]) == SERVER_KEYS
     assert set(report["join"]) == {"count", "seconds", "per_s", "latency_us"}
-    assert set(report["generator"]) == {"cpu_s", "cpu_utilisation", "cpu_us_per_delivery"}
+    assert set(report["generator"]) == {"cpu_s", "processes", "cpu_utilisation",
+                                        "cpu_us_per_delivery", "precise_ticks"}
     assert report["join"]["count"] == 2
     assert report["server"]["pid"] == os.getpid() and report["server"]["rss_bytes"] > 0
     assert report["config"]["mode"] == "lockstep" and report["config"]["burst"] == 1
+    assert all(set(row) == ROW_KEYS for row in report["intervals"])
+    # The documentation lists every key.
+    import pugfast.bench
+
+    doc = pugfast.bench.__doc__ or ""
+    for key in REPORT_KEYS | SERVER_KEYS | (ROW_KEYS - {"latency", "lag"}):
+        assert f"``{key}``" in doc, key
 
 
-def test_idle_run_sends_nothing(relay_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_idle_run_sends_nothing_and_prints_only_what_it_measured(
+    relay_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     status, report = bench(capsys, relay_url, "--rooms", "2", "--members", "2", "--idle",
-                           "--warmup", "0", "--duration", "0.2")
+                           "--warmup", "0", "--duration", "0.2", "--server-pid",
+                           str(os.getpid()))
     assert status == 0
-    assert report["connections"] == 4 and report["sent"] == 0 and report["delivered"] == 0
+    assert report["connections"] == 4
+    assert report["sent"] is None and report["delivered"] is None
+    assert report["latency_us"]["p99"] is None
+    assert report["server"]["cpu_us_per_connection_s"] is not None
+    from pugfast.bench.report import format_text
+
+    text = format_text(report)
+    assert "idle" in text and "CPU per connection per second" in text
+    for unmeasured in ("payload", "latency", "delivered", "per delivery", "sent"):
+        assert unmeasured not in text, unmeasured
+
+
+def test_a_single_member_may_only_idle(relay_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, report = bench(capsys, relay_url, "--rooms", "2", "--members", "1", "--idle",
+                           "--warmup", "0", "--duration", "0.1")
+    assert status == 0 and report["connections"] == 2
 
 
 def test_full_room_is_an_error_by_kind(relay_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -139,54 +151,109 @@ def test_full_room_is_an_error_by_kind(relay_url: str, capsys: pytest.CaptureFix
     assert report["errors"].get("close_4409") == 1
 
 
-def test_unreachable_relay_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
-    status, report = bench(capsys, "http://127.0.0.1:9", "--rooms", "1", "--duration", "0.1",
-                           "--warmup", "0")
-    assert status == 1
-    assert report["rooms"] == 0
-    assert report["errors"] == {"create_ClientConnectorError": 1}
-
-
 def test_module_entry_point_has_help() -> None:
     done = subprocess.run([sys.executable, "-m", "pugfast.bench", "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0
-    assert "--server-pid" in done.stdout and "--procs" in done.stdout
+    for flag in ("--server-pid", "--procs", "--threshold", "--stages", "--segment", "--out",
+                 "--hdr-log", "merge"):
+        assert flag in done.stdout, flag
 
 
-# -- the histogram ---------------------------------------------------------------------------
+# -- the time series ---------------------------------------------------------------------------
 
-def test_buckets_tile_the_integers() -> None:
-    previous_high = -1
-    for index in range(BUCKETS):
-        low, high = bucket_bounds(index)
-        assert low == previous_high + 1
-        previous_high = high
-    for value in (0, 1, 63, 64, 65, 127, 128, 999, 10**6, 10**9 + 7, 2**62):
-        low, high = bucket_bounds(bucket_index(value))
-        assert low <= value <= high
-        # Two significant binary digits of five bits: a bucket is at most 1/32 of its value.
-        assert high - low <= max(0, value // 32)
+def test_the_time_series_adds_up_to_the_run_and_is_written_as_csv_and_jsonl(
+    relay_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_csv, out_jsonl = tmp_path / "series.csv", tmp_path / "series.jsonl"
+    status, report = bench(capsys, relay_url, "--rooms", "2", "--members", "3", "--rate", "400",
+                           "--warmup", "0.1", "--duration", "1.2", "--interval", "0.5",
+                           "--out", str(out_csv), "--server-pid", str(os.getpid()))
+    assert status == 0, report
+    rows = report["intervals"]
+    measure = [r for r in rows if r["phase"] == "measure"]
+    # Cut every 0.5 s from the window's start, and at its end.
+    assert [(r["start_s"], r["end_s"]) for r in measure] == [(0.0, 0.5), (0.5, 1.0), (1.0, 1.2)]
+    assert all(r["phase"] == "drain" for r in rows[len(measure):])
+    # The rows hold every delivery measured, exactly, and every message offered and sent.
+    assert merged(r["latency"] for r in rows).to_state() == report["histograms"]["latency"]
+    assert merged(r["lag"] for r in rows).to_state() == report["histograms"]["lag"]
+    assert sum(r["offered"] for r in rows) == report["offered"] == 480
+    assert [r["offered"] for r in measure] == [200, 200, 80]
+    assert sum(r["sent"] for r in rows) == report["sent"]
+    assert all(r["server_cpu"] is not None and r["server_rss_bytes"] for r in measure)
+    with open(out_csv, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    assert [float(r["p99_us"]) for r in table] == [r["p99_us"] for r in rows]
+    assert "latency" not in table[0]
+    bench(capsys, relay_url, "--rooms", "1", "--members", "2", "--burst", "1", "--warmup", "0",
+          "--duration", "0.3", "--out", str(out_jsonl))
+    lines = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
+    assert lines and all(line["offered"] is None for line in lines)  # a closed loop offers none
 
 
-def test_percentiles_on_known_data() -> None:
-    hist = Histogram.of(range(1, 10_001))
-    for p, exact in ((50, 5000), (90, 9000), (99, 9900), (99.9, 9990)):
-        value = hist.percentile(p)
-        assert exact <= value <= exact * (1 + 1 / 32), (p, value)
-    assert hist.percentile(100) == 10_000 and hist.percentile(0) == 1
-    assert hist.count == 10_000 and hist.mean == 5000.5
-    # Below 64 every value has its own bucket: percentiles are exact.
-    small = Histogram.of([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
-    assert [small.percentile(p) for p in (10, 50, 90, 99)] == [1, 5, 9, 10]
+def test_stages_ramp_the_offered_rate(relay_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, report = bench(capsys, relay_url, "--rooms", "2", "--members", "2", "--stages",
+                           "200:500ms,600:0.5s", "--warmup", "0.1")
+    assert status == 0, report
+    assert report["config"]["stages"] == [[200.0, 0.5], [600.0, 0.5]]
+    assert report["measured_s"] == 1.0
+    first, second = report["stages"]
+    # Linear ramps from 0 to 200/s and from 200 to 600/s, half a second each.
+    assert (first["offered"], second["offered"]) == (50, 200)
+    # Sent counts writes by when they happened: a busy generator may write a stage's last
+    # messages in the next one, but every one of them.
+    assert first["sent"] + second["sent"] == 250
+    assert first["offered_per_s"] == 100 and second["offered_per_s"] == 400
+    assert first["latency_us"]["count"] > 0 and second["latency_us"]["count"] > 0
+    assert report["offered"] == 250
 
 
-def test_histograms_merge_and_round_trip() -> None:
-    a, b = Histogram.of([10, 20, 30]), Histogram.of([5, 1000])
-    a.merge(Histogram.from_state(json.loads(json.dumps(b.to_state()))))
-    assert a.count == 5 and a.min == 5 and a.max == 1000 and a.total == 1065
-    assert summary_us(Histogram.of([2_000_000]))["p50"] == 2000.0
-    assert Histogram().percentile(50) == 0
+# -- thresholds ---------------------------------------------------------------------------------
+
+def test_broken_thresholds_exit_99_and_are_named(
+    relay_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, report = bench(capsys, relay_url, "--rooms", "1", "--members", "2", "--rate", "200",
+                           "--warmup", "0", "--duration", "0.3", "--threshold", "p99<1ns",
+                           "--threshold", "errors==0", "--threshold", "loss<=0%")
+    assert status == 99
+    verdicts = {v["threshold"]: v for v in report["thresholds"]}
+    assert not verdicts["p99<1ns"]["ok"] and verdicts["p99<1ns"]["value"] > 0
+    assert verdicts["errors==0"]["ok"] and verdicts["loss<=0%"]["ok"]
+    assert "threshold broken: BROKEN p99<1ns: p99 was" in capsys.readouterr().err
+
+
+def test_abort_on_fail_stops_the_run_early(
+    relay_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, report = bench(capsys, relay_url, "--rooms", "1", "--members", "2", "--rate", "200",
+                           "--warmup", "0", "--duration", "30", "--interval", "0.2",
+                           "--threshold", "max<1ns", "--abort-on-fail")
+    assert status == 99
+    assert report["aborted"] and report["measured_s"] < 30
+    assert not report["thresholds"][0]["ok"]
+    assert any("aborted" in w for w in report["warnings"])
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+def test_progress_shows_the_phase_the_last_interval_and_the_time_left(relay_url: str) -> None:
+    from pugfast.bench.control import Options, run
+    from pugfast.bench.worker import Plan
+
+    class Lines(io.StringIO):
+        def isatty(self) -> bool:
+            return False
+
+    out = Lines()
+    plan = Plan(url=relay_url, rooms=1, members=2, mode="lockstep", warmup=0.3, duration=0.6,
+                drain=1, interval=0.2)
+    run(plan, Options(), Progress(out, interval=0))
+    text = out.getvalue()
+    assert "warm-up" in text and "measuring" in text and "drain" in text
+    assert "s left" in text and "deliveries/s" in text and "p99" in text
 
 
 # -- the guard's verdict -----------------------------------------------------------------------
@@ -218,3 +285,59 @@ def test_committed_guard_baseline_matches_the_workload() -> None:
     baseline = json.loads((ROOT / "bench" / "guard_baseline.json").read_text())
     assert baseline["workload"] == guard.WORKLOAD
     assert baseline["cython_ir_per_delivery"] < baseline["python_ir_per_delivery"]
+
+
+def test_idle_members_answer_pings_unless_told_not_to(capsys: pytest.CaptureFixture[str]) -> None:
+    with thread_relay(ping_interval=0.2, idle_timeout=0.8) as url:
+        args = ("--rooms", "1", "--members", "2", "--idle", "--warmup", "0", "--duration", "1.5")
+        status, answering = bench(capsys, url, *args)
+        assert status == 0 and answering["errors"] == {}
+        status, silent = bench(capsys, url, *args, "--ignore-pings")
+    assert status == 1
+    assert silent["config"]["answer_pings"] is False
+    # The relay hung up on members that never answered its pings.
+    assert silent["errors"].get("close_1001") == 2
+
+
+def test_the_relays_cpu_is_read_finer_than_clock_ticks() -> None:
+    from pugfast.bench.procstat import SCHEDSTAT, TICKS, clock, sample
+
+    if clock(os.getpid()) is not SCHEDSTAT:
+        pytest.skip("this kernel has no /proc/PID/task/TID/schedstat")
+    before = sample(os.getpid(), SCHEDSTAT)
+    deadline = time.process_time() + 0.003
+    while time.process_time() < deadline:
+        pass
+    after = sample(os.getpid(), SCHEDSTAT)
+    spent = after.cpu_s - before.cpu_s
+    # Three milliseconds of CPU, seen as such: ticks would say 0 or 10 ms.
+    assert 0.002 < spent < 0.5
+    assert round(spent / TICKS.resolution_s, 6) != round(spent / TICKS.resolution_s)
+
+
+def test_the_relays_cpu_never_goes_back_when_a_thread_ends() -> None:
+    import threading
+
+    from pugfast.bench.procstat import SCHEDSTAT, clock, sample
+
+    if clock(os.getpid()) is not SCHEDSTAT:
+        pytest.skip("this kernel has no /proc/PID/task/TID/schedstat")
+
+    def burn() -> None:
+        deadline = time.thread_time() + 0.02
+        while time.thread_time() < deadline:
+            pass
+
+    worker = threading.Thread(target=burn)
+    worker.start()
+    worker.join()
+    before = sample(os.getpid(), SCHEDSTAT)
+    worker = threading.Thread(target=lambda: (burn(), time.sleep(0.2)))
+    worker.start()
+    time.sleep(0.1)
+    during = sample(os.getpid(), SCHEDSTAT)
+    worker.join()
+    after = sample(os.getpid(), SCHEDSTAT)
+    # The thread's 20 ms stay counted after it has gone.
+    assert during.cpu_s - before.cpu_s >= 0.015
+    assert after.cpu_s >= during.cpu_s

@@ -10,6 +10,8 @@
 # relay's frames are found in place in the codec's buffer, each delivery's sender, send time and
 # sequence number are read straight out of it into C counters, and when a room's round is
 # complete the next one is written from here. Python sees the frames that are not deliveries.
+# Open loop, the OpenLoopSender writes each tick's messages, stamped with the time they were
+# due, and records how late each write was, with no Python per message.
 
 from libc.string cimport memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -63,12 +65,53 @@ cdef inline long long _monotonic_ns() noexcept nogil:
 
 
 cdef inline Py_ssize_t _bucket(long long value) noexcept nogil:
-    """histogram.bucket_index: 64 linear buckets, then 32 per power of two."""
+    """_sink.bucket_index: 256 linear buckets, then 128 per power of two."""
     cdef int shift
-    if value < 64:
+    if value < (2 << SINK_SUB_BITS):
         return value if value > 0 else 0
-    shift = pugfast_bit_length(<unsigned long long>value) - 6
-    return (shift << 5) + (value >> shift)
+    shift = pugfast_bit_length(<unsigned long long>value) - SINK_SUB_BITS - 1
+    return (shift << SINK_SUB_BITS) + (value >> shift)
+
+
+cdef inline void _record(Recorder* r, long long value) noexcept nogil:
+    r.counts[_bucket(value)] += 1
+    if r.count == 0 or value < r.min:
+        r.min = value
+    if r.count == 0 or value > r.max:
+        r.max = value
+    r.count += 1
+    # The sum would overflow only after 292 years of values; unsigned, it cannot trap even then.
+    r.total = <long long>(<unsigned long long>r.total + <unsigned long long>value)
+
+
+cdef int _drain(Recorder* r, hist) except -1:
+    """Adds r's values to the histogram ``hist`` and forgets them (see drain_into)."""
+    cdef Py_ssize_t i
+    counts = hist.counts
+    if len(counts) != SINK_BUCKETS:
+        raise ValueError(f"the histogram must have {SINK_BUCKETS} buckets")
+    if r.count == 0:
+        return 0
+    for i in range(SINK_BUCKETS):
+        if r.counts[i]:
+            counts[i] += r.counts[i]
+    hist.count += r.count
+    hist.total += r.total
+    if hist.min < 0 or r.min < hist.min:
+        hist.min = r.min
+    if r.max > hist.max:
+        hist.max = r.max
+    memset(r, 0, sizeof(Recorder))
+    return 0
+
+
+SUB_BITS = SINK_SUB_BITS
+BUCKETS = SINK_BUCKETS
+
+
+def bucket_index(long long value):
+    """The histogram bucket ``value`` (a non-negative integer below 2**63) falls in."""
+    return _bucket(value)
 
 
 cdef inline Py_ssize_t _plain_binary(FrameParser parser, Py_ssize_t* length) noexcept:
@@ -203,26 +246,74 @@ cdef class DeliveryTally:
     def drain_into(self, hist):
         """Adds the latencies measured since the last drain to ``hist`` and forgets them.
 
-        ``hist`` is a pugfast.bench.histogram.Histogram: its bucket counts, count, total, min
-        and max are updated. Raises ValueError if its bucket layout is not this one.
+        ``hist`` has ``counts``, a list of BUCKETS counts in this module's layout, and
+        ``count``, ``total``, ``min`` (-1 when empty) and ``max``, which are updated (as
+        pugfast.bench.histogram.Histogram has). Raises ValueError if its layout is not this one.
         """
-        cdef Py_ssize_t i
-        counts = hist.counts
-        if len(counts) != SINK_BUCKETS:
-            raise ValueError(f"the histogram must have {SINK_BUCKETS} buckets")
-        if self._count == 0:
-            return
-        for i in range(SINK_BUCKETS):
-            if self._counts[i]:
-                counts[i] += self._counts[i]
-        hist.count += self._count
-        hist.total += self._total
-        if hist.min < 0 or self._min < hist.min:
-            hist.min = self._min
-        if self._max > hist.max:
-            hist.max = self._max
-        memset(self._counts, 0, sizeof(self._counts))
-        self._count = self._total = 0
+        _drain(&self._latency, hist)
+
+    def drain_lag_into(self, hist):
+        """Adds the open loop's lags since the last drain to ``hist``, as ``drain_into`` does."""
+        _drain(&self._lag, hist)
+
+
+cdef class OpenLoopSender:
+    """The open loop's writes: messages round-robin over members, each stamped with the time
+    it was due.
+
+    ``sources``, ``writes`` and ``deliveries`` are per member: its MessageSource, its write
+    callable (its transport's ``write``) and how many receive its messages (its room's other
+    members). ``send(n, due_ns)`` writes the next ``n`` messages, each stamped ``due_ns``, its
+    scheduled send time, so that latency counts from the schedule and not from whenever the
+    generator got round to it; each is counted into the tally as sent at ``due_ns``, and its
+    lag (``clock()`` just before its write, minus ``due_ns``) goes into the tally's lag
+    histogram when ``due_ns`` is inside the window. ``sent`` counts the messages written.
+    """
+
+    def __init__(self, DeliveryTally tally not None, sources, writes, deliveries, clock):
+        """Raises ValueError if the three lists differ in length or a delivery count is
+        negative, TypeError if a source is not a MessageSource."""
+        self._tally = tally
+        self._sources = list(sources)
+        self._writes = list(writes)
+        self._deliveries = [int(d) for d in deliveries]
+        for source in self._sources:
+            if not isinstance(source, MessageSource):
+                raise TypeError("every source must be a MessageSource")
+        if not len(self._sources) == len(self._writes) == len(self._deliveries):
+            raise ValueError("sources, writes and deliveries must be as many")
+        for d in self._deliveries:
+            if d < 0:
+                raise ValueError("delivery counts must not be negative")
+        self._clock = clock
+
+    def send(self, Py_ssize_t n, long long due_ns):
+        """Writes the next ``n`` messages, due at ``due_ns``, to the members in turn.
+
+        Raises ValueError if ``n`` or ``due_ns`` is negative, or if there are no members to
+        write to; and what the writes raise.
+        """
+        cdef DeliveryTally tally = self._tally
+        cdef Py_ssize_t count = len(self._writes)
+        cdef Py_ssize_t i, cursor
+        cdef long long now
+        cdef bint measured
+        if n < 0:
+            raise ValueError("n must not be negative")
+        if due_ns < 0:
+            raise ValueError("due_ns must not be negative")
+        if n and not count:
+            raise ValueError("no members to send from")
+        measured = tally._window_start <= due_ns < tally._window_end
+        for i in range(n):
+            cursor = self.cursor
+            now = self._clock()
+            self._writes[cursor]((<MessageSource>self._sources[cursor])._frames(1, due_ns))
+            if measured:
+                _record(&tally._lag, now - due_ns if now > due_ns else 0)
+            tally._sent(1, <long long>self._deliveries[cursor], due_ns)
+            self.sent += 1
+            self.cursor = cursor + 1 if cursor + 1 < count else 0
 
 
 cdef class Lockstep:
@@ -412,8 +503,7 @@ cdef class DeliverySink:
         """Counts the relayed message p[:n] if it is a delivery; False if it is not one."""
         cdef DeliveryTally tally = self._tally
         cdef unsigned long long sender, seq, wanted
-        cdef long long sent_at, latency
-        cdef Py_ssize_t index
+        cdef long long sent_at
         if n < _RELAYED_HEAD:
             return False
         sender = _load_be32(p)
@@ -433,17 +523,8 @@ cdef class DeliverySink:
         if arrived_in_window:
             tally.received_in_window += 1
         if tally._window_start <= sent_at < tally._window_end:
-            # The window and now_ns are never negative, so the difference fits. The sum would
-            # overflow only after 292 years of latencies; unsigned, it could not trap even then.
-            latency = now - sent_at
-            index = _bucket(latency)
-            tally._counts[index] += 1
-            if tally._count == 0 or latency < tally._min:
-                tally._min = latency
-            if tally._count == 0 or latency > tally._max:
-                tally._max = latency
-            tally._count += 1
-            tally._total = <long long>(<unsigned long long>tally._total + <unsigned long long>latency)
+            # The window and now_ns are never negative, so the difference fits.
+            _record(&tally._latency, now - sent_at)
             tally.delivered += 1
         return True
 

@@ -148,8 +148,19 @@ cdef class Connection:
 # Implemented in _sink.pxi; its Python-level API is the same as pugfast/_sink.py's.
 
 cdef enum:
-    # Latency histogram buckets: the layout of pugfast/bench/histogram.py (SUB_BITS = 5).
-    SINK_BUCKETS = 1920
+    # Histogram buckets: HdrHistogram's layout for two significant digits (_sink.py's SUB_BITS
+    # = 7): (63 - 7) * 128 + 256.
+    SINK_SUB_BITS = 7
+    SINK_BUCKETS = 7424
+
+
+# Values not yet drained: counts per bucket, and their count, sum, minimum and maximum.
+cdef struct Recorder:
+    long long counts[SINK_BUCKETS]
+    long long count
+    long long total
+    long long min
+    long long max
 
 
 cdef class MessageSource:
@@ -172,14 +183,21 @@ cdef class DeliveryTally:
     cdef readonly long long out_of_order
     cdef long long _window_start
     cdef long long _window_end
-    # The latencies not yet drained: counts per bucket, and their count, sum, min and max.
-    cdef long long _counts[SINK_BUCKETS]
-    cdef long long _count
-    cdef long long _total
-    cdef long long _min
-    cdef long long _max
+    # The latencies of deliveries, and the open loop's lags, not yet drained.
+    cdef Recorder _latency
+    cdef Recorder _lag
 
     cdef void _sent(self, long long messages, long long deliveries, long long now) noexcept
+
+
+cdef class OpenLoopSender:
+    cdef readonly Py_ssize_t cursor
+    cdef readonly long long sent
+    cdef DeliveryTally _tally
+    cdef list _sources
+    cdef list _writes
+    cdef list _deliveries
+    cdef object _clock
 
 
 cdef class Lockstep:

@@ -4,23 +4,27 @@ A member is a plain ``asyncio.Protocol``: it writes the HTTP upgrade request by 
 leaves the hot paths to the engine (pugfast/_sink.py, compiled in _ext/pugfast/_sink.pxi, on the
 relay's own codec), so that the generator spends less per delivery than the relay it measures:
 
-- Sending: a ``MessageSource`` writes bursts of masked binary frames, each a prebuilt frame
-  with the head of its payload stamped in: the time it was sent (``time.monotonic_ns()``:
-  CLOCK_MONOTONIC is system-wide, so it compares across processes) and the sender's sequence
-  number. The relay puts the sender's member id in front.
+- Sending: a ``MessageSource`` writes masked binary frames, each a prebuilt frame with the
+  head of its payload stamped in: a time (``time.monotonic_ns()``: CLOCK_MONOTONIC is
+  system-wide, so it compares across processes) and the sender's sequence number. The relay
+  puts the sender's member id in front.
 - Receiving: every read goes to the member's ``DeliverySink``, which parses the relay's frames
-  and, for each delivery, checks the order per sender and counts it and its latency (into a
-  log-bucket histogram) in the worker's ``DeliveryTally``. Text messages, pings, a close and
+  and, for each delivery, checks the order per sender and counts it and its latency (into
+  HdrHistogram's buckets) in the worker's ``DeliveryTally``. Text messages, pings, a close and
   protocol errors come back as events, answered here.
-- Lockstep: every member of a room sends the same burst in a round, so the room's
-  ``Lockstep`` builds it once; the members' sinks count the round's deliveries down and the
-  Lockstep writes the next round. Python runs once per read, never per message or per round.
+- Lockstep (closed loop): every member of a room sends the same burst in a round, stamped with
+  the time the round starts, so the room's ``Lockstep`` builds it once; the members' sinks
+  count the round's deliveries down and the Lockstep writes the next round. Python runs once
+  per read, never per message or per round.
+- Open loop: the ``Pacer`` follows the schedule (pugfast/bench/schedule.py) on a 1 ms grid and
+  has the engine's ``OpenLoopSender`` write each tick's messages, stamped with the tick's time,
+  when they were due: latency counts from there, and how late the write was is its lag.
 
-What counts: a message belongs to the measured window when it was *sent* inside it; each one
-is expected once by every other member of its room. ``delivered`` counts the deliveries of such
-messages, whenever they arrive (the drain after the window waits for stragglers), and only they
-carry latencies. ``received_in_window`` counts every delivery that *arrived* inside the window,
-which is what the delivered rate is computed from.
+What counts: a message belongs to the measured window when it was *sent* (open loop: *due*)
+inside it; each one is expected once by every other member of its room. ``delivered`` counts
+the deliveries of such messages, whenever they arrive (the drain after the window waits for
+stragglers), and only they carry latencies. ``received_in_window`` counts every delivery that
+*arrived* inside the window, which is what the delivered rate is computed from.
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ from ..speedups import (
     DeliveryTally,
     Lockstep,
     MessageSource,
+    OpenLoopSender,
     encode_frame,
 )
 from .histogram import Histogram
+from .schedule import TICK_NS, Schedule
+from .ticker import Ticker
 
 
 class Stats:
@@ -57,17 +64,18 @@ class Stats:
     into it, in C with the compiled engine), and ``errors`` what went wrong, by kind.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, answer_pings: bool = True) -> None:
         self.tally = DeliveryTally()
         self.errors: Counter[str] = Counter()
         self.closing = False
-        self._latency = Histogram()
+        self.answer_pings = answer_pings
 
-    @property
-    def latency(self) -> Histogram:
-        """Every latency measured so far (the tally's are moved in first)."""
-        self.tally.drain_into(self._latency)
-        return self._latency
+    def take_latency(self) -> tuple[Histogram, Histogram]:
+        """The latencies and the open loop's lags measured since the last call."""
+        latency, lag = Histogram(), Histogram()
+        self.tally.drain_into(latency)
+        self.tally.drain_lag_into(lag)
+        return latency, lag
 
     def error(self, kind: str, n: int = 1) -> None:
         if not self.closing:
@@ -161,7 +169,8 @@ class Member(asyncio.Protocol):
         elif opcode == OP_TEXT:
             self._on_text(event[1])
         elif opcode == OP_PING:
-            self.write(encode_frame(OP_PONG, event[1], mask=self.mask))
+            if self.stats.answer_pings:
+                self.write(encode_frame(OP_PONG, event[1], mask=self.mask))
         elif opcode == OP_CLOSE:
             code = event[1]
             if not self.joined.done():
@@ -262,59 +271,49 @@ def upgrade_request(host_header: str, room_id: str) -> bytes:
     ).encode("ascii")
 
 
-class OpenLoop:
-    """Sends at a fixed total rate, whatever the deliveries do, spread over every member.
+class Pacer:
+    """Drives the open loop: at each tick of the 1 ms grid, the messages the schedule says are
+    due before the next tick go out through the OpenLoopSender, stamped with the tick's time.
 
-    A timer ticks every millisecond and sends what the schedule says is due by then, one
-    message per write, to the members in turn.
+    Ticks come from a Ticker (a timerfd where there is one). However late a tick runs, and
+    however many a pause skipped, every tick's messages are sent, each stamped with its own
+    tick: a generator that falls behind shows as lag, and in the latency, rather than sending
+    less. ``done`` resolves when every tick before the schedule's end has been sent.
     """
 
-    TICK = 0.001
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, members: list[Member],
-                 rooms: dict[Member, int], rate: float, stats: Stats) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sender: OpenLoopSender,
+                 schedule: Schedule, t0: int) -> None:
         self.loop = loop
-        self.members = members
-        # How many others receive each member's message (its room's size minus one).
-        self.fanout = rooms
-        self.rate = rate
-        self.stats = stats
-        self.started = 0
-        self.sent = 0
-        self.cursor = 0
-        self.stop_at = 0
+        self.sender = sender
+        self.schedule = schedule
+        self.t0 = t0
+        self.next_tick = 0
+        self.ticks = -(-schedule.end_ns // TICK_NS)
+        self.scheduled = 0
+        self.ticker: Ticker | None = None
         self.done: asyncio.Future[None] = loop.create_future()
 
-    def start(self, stop_at_ns: int) -> None:
-        self.started = time.monotonic_ns()
-        self.stop_at = stop_at_ns
-        if not self.members:
-            self.done.set_result(None)
-            return
-        self._tick()
+    @property
+    def precise(self) -> bool:
+        return self.ticker is None or self.ticker.precise
 
-    def _tick(self) -> None:
-        now = time.monotonic_ns()
-        if now >= self.stop_at:
-            if not self.done.done():
-                self.done.set_result(None)
-            return
-        due = int((now - self.started) * self.rate / 1e9)
-        n = due - self.sent
-        if n > 0:
-            members = self.members
-            count = len(members)
-            cursor = self.cursor
-            fanout = self.fanout
-            deliveries = 0
-            for _ in range(n):
-                member = members[cursor]
-                cursor += 1
-                if cursor == count:
-                    cursor = 0
-                member.write(member.source.frames(1, now))
-                deliveries += fanout[member]
-            self.cursor = cursor
-            self.sent = due
-            self.stats.tally.sent(n, deliveries, now)
-        self.loop.call_later(self.TICK, self._tick)
+    def start(self) -> None:
+        self.ticker = Ticker(self.loop, self.t0, TICK_NS, self.tick)
+
+    def tick(self, now: int) -> None:
+        last = min((now - self.t0) // TICK_NS, self.ticks - 1)
+        schedule, sender = self.schedule, self.sender
+        for k in range(self.next_tick, last + 1):
+            due = schedule.due_by((k + 1) * TICK_NS)
+            if due > self.scheduled:
+                sender.send(due - self.scheduled, self.t0 + k * TICK_NS)
+                self.scheduled = due
+        self.next_tick = max(self.next_tick, last + 1)
+        if self.next_tick >= self.ticks:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.ticker is not None:
+            self.ticker.stop()
+        if not self.done.done():
+            self.done.set_result(None)

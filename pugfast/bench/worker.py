@@ -1,19 +1,24 @@
 """One load-generating worker: its share of the rooms, on its own event loop.
 
 A worker creates its rooms through the HTTP API, joins every member, runs the load and
-reports its counters. The controller (control.py) drives workers through a pipe, so that
-all of them join and start together: it sends ``("join",)``, then
-``("start", t0, window_start, window_end)`` in monotonic nanoseconds; a worker answers
-``("created", n)``, ``("joined", stats)``, ``("progress", snapshot)`` now and then, and finally
-``("result", counters)``, or ``("error", text)`` at any point.
+reports what it counted. The controller (control.py) drives workers through a pipe, so that
+all of them join and start together: it sends ``("join",)``, then ``("start", t0,
+window_start, window_end, stage_starts)`` in monotonic nanoseconds, and may send ``("stop",)``
+to end the load early (``--abort-on-fail``). A worker answers ``("created", n)``, ``("joined",
+stats)``, a ``("slice", row)`` at every cut of the time series (every ``--interval`` from the
+window's start, and where each stage starts), and finally ``("result", counters)``; or
+``("error", text)`` at any point.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import ipaddress
+import signal
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,16 +27,17 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..pow import solve
-from .client import JoinError, Member, OpenLoop, Room, Stats, upgrade_request
+from ..speedups import OpenLoopSender
+from .client import JoinError, Member, Pacer, Room, Stats, upgrade_request
 from .histogram import Histogram
+from .schedule import TICK_NS, Schedule
 
-PROGRESS_INTERVAL = 0.5
 JOIN_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What to run. ``rooms`` and ``rate`` are a worker's share when handed to one."""
+    """What to run. ``rooms`` and ``schedule`` are a worker's share when handed to one."""
 
     url: str
     rooms: int = 10
@@ -39,15 +45,17 @@ class Plan:
     payload: int = 256
     mode: str = "lockstep"  # lockstep, open or idle
     burst: int = 1
-    rate: float = 0.0
+    schedule: Schedule | None = None  # the open loop's, from the warm-up's start
     duration: float = 10.0
     warmup: float = 2.0
     drain: float = 5.0
+    interval: float = 1.0
     concurrency: int = 100
     source_addresses: int = 1
     insecure: bool = False
     event_loop: str = "uvloop"
     ttl: int = 3600
+    answer_pings: bool = True
     max_message_bytes: int = 1 << 20
 
 
@@ -95,11 +103,20 @@ class Worker:
         self.chan = chan
         self.loop = loop
         self.endpoint = Endpoint(plan.url, plan.insecure)
-        self.stats = Stats()
+        self.stats = Stats(plan.answer_pings)
         self.rooms: list[Room] = []
-        self.phase = "create"
         self.join_latency = Histogram()
         self.cpu: dict[str, float] = {}
+        self.stopping: asyncio.Event | None = None
+        self.pacer: Pacer | None = None
+        # Where the last slice of the time series ended, and the counters then.
+        self.cut_at = 0
+        self.cut_counts = (0, 0, 0)
+        self.window = (0, 0)
+        self.stage_starts: list[int] = []
+        self.measured_ns = 0
+        self.t0 = 0
+        self.cut_handle: asyncio.TimerHandle | None = None
 
     # -- talking to the controller -------------------------------------------------------
 
@@ -107,6 +124,12 @@ class Worker:
         self.chan.send(message)
 
     async def recv(self) -> tuple[Any, ...]:
+        message = await self._next_message()
+        if message[0] == "abort":
+            raise asyncio.CancelledError("aborted by the controller")
+        return message
+
+    async def _next_message(self) -> tuple[Any, ...]:
         chan = self.chan
         while not chan.poll():
             ready: asyncio.Future[None] = self.loop.create_future()
@@ -115,28 +138,23 @@ class Worker:
                 await ready
             finally:
                 self.loop.remove_reader(chan.fileno())
-        message = chan.recv()
-        if message[0] == "abort":
-            raise asyncio.CancelledError("aborted by the controller")
-        return tuple(message)
+        return tuple(chan.recv())
 
     # -- the phases ----------------------------------------------------------------------
 
     async def run(self) -> None:
         await self.create_rooms()
-        self.send("created", len(self.rooms))
+        self.send("created", len(self.rooms), dict(self.stats.errors))
         await self.recv()  # ("join",)
-        self.phase = "join"
         started = time.monotonic_ns()
         await self.join_all()
-        joins = self.join_latency.count
         self.send("joined", {
-            "joins": joins,
+            "joins": self.join_latency.count,
             "seconds": (time.monotonic_ns() - started) / 1e9,
             "latency": self.join_latency.to_state(),
-            "errors": dict(self.stats.errors),
         })
-        _, t0, window_start, window_end = await self.recv()
+        _, t0, window_start, window_end, stage_starts = await self.recv()
+        self.stage_starts = list(stage_starts)
         await self.measure(t0, window_start, window_end)
         self.send("result", self.result())
 
@@ -224,13 +242,13 @@ class Worker:
         plan, stats, loop = self.plan, self.stats, self.loop
         stats.tally.window_start = window_start
         stats.tally.window_end = window_end
-        await asyncio.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
-        self.phase = "run"
-        progress = loop.call_later(PROGRESS_INTERVAL, self._progress)
-        # The generator's own CPU time over the window says whether it, not the relay, was
-        # the limit.
-        for at, key in ((window_start, "cpu_start"), (window_end, "cpu_end")):
-            loop.call_later(max(0.0, (at - time.monotonic_ns()) / 1e9), self._take_cpu, key)
+        self.t0 = t0
+        self.window = (window_start, window_end)
+        self.cut_at = window_start
+        self.stopping = asyncio.Event()
+        listening = loop.create_task(self._listen())
+        self.cut_handle = loop.call_at(self._loop_time(window_start), self._open_window)
+        await self._sleep_until(t0)
         try:
             if plan.mode == "lockstep":
                 for room in self.rooms:
@@ -238,86 +256,189 @@ class Worker:
                 await self._sleep_until(window_end)
                 for room in self.rooms:
                     room.stop()
-                self.phase = "drain"
+                self._end_window()
                 await self._drain(window_end, lambda: all(
                     r.outstanding <= 0 or r.stalled for r in self.rooms))
             elif plan.mode == "open":
-                members = [m for r in self.rooms for m in r.joined]
-                fanout = {}
-                for room in self.rooms:
-                    joined = room.joined
-                    for m in joined:
-                        fanout[m] = len(joined) - 1
-                sender = OpenLoop(loop, members, fanout, plan.rate, stats)
-                sender.start(window_end)
-                await sender.done
-                self.phase = "drain"
+                await self._open_loop(t0)
+                self._end_window()
                 await self._drain(window_end, lambda: True)
             else:
                 await self._sleep_until(window_end)
+                self._end_window()
         finally:
-            progress.cancel()
+            if self.cut_handle is not None:
+                self.cut_handle.cancel()
+            listening.cancel()
+            if self.pacer is not None:
+                self.pacer.stop()
             stats.closing = True
             for room in self.rooms:
                 room.stop()
+            self._slice(max(time.monotonic_ns(), self.cut_at))
+            for room in self.rooms:
                 for member in room.members:
                     if member.transport is not None:
                         member.transport.close()
             await asyncio.sleep(0)
 
+    async def _open_loop(self, t0: int) -> None:
+        members = [m for r in self.rooms for m in r.joined]
+        fanout = {id(r): len(r.joined) - 1 for r in self.rooms}
+        assert self.plan.schedule is not None
+        sender = OpenLoopSender(self.stats.tally, [m.source for m in members],
+                                [m.write for m in members],
+                                [fanout[id(m.room)] for m in members], time.monotonic_ns)
+        self.pacer = Pacer(self.loop, sender, self.plan.schedule, t0)
+        if not members:
+            return
+        self.pacer.start()
+        assert self.stopping is not None
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait([self.pacer.done, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            self.pacer.stop()
+
+    async def _listen(self) -> None:
+        """Hears the controller while the load runs: ``("stop",)`` or ``("abort",)`` ends it
+        early."""
+        assert self.stopping is not None
+        await self._next_message()
+        self.stopping.set()
+
+    def _loop_time(self, at_ns: int) -> float:
+        return self.loop.time() + (at_ns - time.monotonic_ns()) / 1e9
+
+    def _open_window(self) -> None:
+        """The window opens: the time series and the generator's CPU time start here (its CPU
+        over the window says whether it, not the relay, was the limit)."""
+        self._take_cpu("cpu_start")
+        tally = self.stats.tally
+        self.cut_counts = (tally.sent_window, tally.received_total,
+                           sum(self.stats.errors.values()))
+        self.stats.take_latency()  # nothing was measured before the window: nothing is lost
+        self.cut_handle = self.loop.call_at(
+            self._loop_time(self._next_cut(self.cut_at)), self._cut)
+
+    def _end_window(self) -> None:
+        """The window is over (at its end, or early when stopped)."""
+        start, end = self.window
+        stopped = self.stopping is not None and self.stopping.is_set()
+        self.measured_ns = max(0, min(time.monotonic_ns(), end) - start) if stopped else end - start
+        if "cpu_end" not in self.cpu:
+            self._take_cpu("cpu_end")
+
     def _take_cpu(self, key: str) -> None:
-        self.cpu[key] = time.process_time()
+        self.cpu.setdefault(key, time.process_time())
+
+    # -- the time series -----------------------------------------------------------------
+
+    def _next_cut(self, after: int) -> int:
+        """The first cut after ``after``: the interval grid from the window's start, the
+        window's end and the stages' starts."""
+        start, end = self.window
+        step = max(1, round(self.plan.interval * 1e9))
+        cut = start + ((after - start) // step + 1) * step
+        if after < end:
+            cut = min(cut, end)
+        later = [s for s in self.stage_starts if s > after]
+        return min(cut, later[0]) if later else cut
+
+    def _cut(self) -> None:
+        at = self.cut_at
+        nxt = self._next_cut(at)
+        self._slice(nxt)
+        self.cut_handle = self.loop.call_at(self._loop_time(self._next_cut(nxt)), self._cut)
+
+    def _slice(self, end: int) -> None:
+        """Reports the time series' row from the last cut to ``end`` (monotonic ns)."""
+        start = self.cut_at
+        if end <= start:
+            return
+        window_start, window_end = self.window
+        tally, stats = self.stats.tally, self.stats
+        # Sent: the window's messages written during the row (all of them, summed over rows).
+        counts = (tally.sent_window, tally.received_total, sum(stats.errors.values()))
+        sent, received, errors = (now - then for now, then in zip(counts, self.cut_counts,
+                                                                  strict=True))
+        self.cut_at, self.cut_counts = end, counts
+        latency, lag = stats.take_latency()
+        offered = self._offered(start, min(end, window_end)) if start < window_end else 0
+        measuring = start < window_end
+        stage = (bisect.bisect_right(self.stage_starts, start) - 1
+                 if measuring and self.stage_starts else None)
+        self.send("slice", {
+            "phase": "measure" if measuring else "drain",
+            "start_s": (start - window_start) / 1e9, "end_s": (end - window_start) / 1e9,
+            "stage": stage, "offered": offered, "sent": sent, "delivered": received,
+            "errors": errors, "latency": latency.to_state(), "lag": lag.to_state(),
+        })
 
     async def _sleep_until(self, deadline_ns: int) -> None:
+        """Until ``deadline_ns``, or until the controller says stop."""
         delay = (deadline_ns - time.monotonic_ns()) / 1e9
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if delay > 0 and self.stopping is not None and not self.stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
 
     async def _drain(self, window_end: int, settled: Any) -> None:
-        """Wait for the window's messages still in flight, up to ``plan.drain`` seconds."""
+        """Wait for the window's end, then for its messages still in flight, up to
+        ``plan.drain`` seconds."""
+        await self._sleep_until(window_end)
         tally = self.stats.tally
         deadline = window_end + int(self.plan.drain * 1e9)
-        while time.monotonic_ns() < deadline:
+        while time.monotonic_ns() < deadline and not (
+                self.stopping is not None and self.stopping.is_set()):
             if tally.delivered >= tally.expected and settled():
                 return
             await asyncio.sleep(0.005)
 
-    def _progress(self) -> None:
-        s, t = self.stats, self.stats.tally
-        self.send("progress", {
-            "phase": self.phase,
-            "sent": t.sent_total,
-            "received": t.received_total,
-            "received_in_window": t.received_in_window,
-            "delivered": t.delivered,
-            "expected": t.expected,
-            "errors": sum(s.errors.values()),
-            "latency": s.latency.to_state(),
-        })
-        self.loop.call_later(PROGRESS_INTERVAL, self._progress)
-
     def result(self) -> dict[str, Any]:
-        s, t = self.stats, self.stats.tally
+        t = self.stats.tally
         return {
-            "rooms": len(self.rooms),
-            "connections": self.join_latency.count,
-            "sent_total": t.sent_total,
-            "sent": t.sent_window,
-            "expected": t.expected,
-            "delivered": t.delivered,
-            "received_total": t.received_total,
-            "received_in_window": t.received_in_window,
-            "out_of_order": t.out_of_order,
-            "gaps": t.gaps,
-            "stalled_rooms": sum(1 for r in self.rooms if r.stalled),
-            "latency": s.latency.to_state(),
-            "errors": dict(s.errors),
+            "counts": {
+                "rooms": len(self.rooms),
+                "connections": self.join_latency.count,
+                "offered": self._offered(*self.window),
+                "sent_total": t.sent_total,
+                "sent": t.sent_window,
+                "expected": t.expected,
+                "delivered": t.delivered,
+                "received_total": t.received_total,
+                "received_in_window": t.received_in_window,
+                "out_of_order": t.out_of_order,
+                "gaps": t.gaps,
+                "stalled_rooms": sum(1 for r in self.rooms if r.stalled),
+            },
+            "errors": dict(self.stats.errors),
             "cpu_s": self.cpu.get("cpu_end", 0.0) - self.cpu.get("cpu_start", 0.0),
+            "measured_s": self.measured_ns / 1e9,
+            "precise_ticks": self.pacer.precise if self.pacer is not None else True,
+            "aborted": self.stopping is not None and self.stopping.is_set(),
         }
+
+    def _offered(self, start: int, end: int) -> int:
+        """Messages the schedule stamps with a tick in [start, end) (monotonic ns): the open
+        loop's offered load."""
+        schedule = self.plan.schedule
+        if schedule is None or self.plan.mode != "open":
+            return 0
+
+        def ticks_up(at: int) -> int:  # the first tick at or after ``at``
+            return -(-(at - self.t0) // TICK_NS) * TICK_NS
+
+        return schedule.due_by(ticks_up(end)) - schedule.due_by(ticks_up(start))
 
 
 def run_worker(plan: Plan, index: int, chan: Any) -> None:
     """Run one worker to the end on a new event loop (in a thread or a process)."""
+    if threading.current_thread() is threading.main_thread():
+        # A process of its own: the controller stops it (Ctrl-C reaches the whole process
+        # group), and SIGTERM ends it as it would any process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     loop: asyncio.AbstractEventLoop
     if plan.event_loop == "uvloop":
         try:
