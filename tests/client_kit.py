@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import pty
 import queue
 import re
+import shlex
+import shutil
+import struct
 import subprocess
 import sys
+import tempfile
+import termios
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -109,6 +115,7 @@ class TerminalChat:
 
     def __init__(self, *args: str) -> None:
         self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
         self.process = subprocess.Popen(
             chat_command(*args), stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
             env={**os.environ, "COLUMNS": "200", "LINES": "50"},
@@ -130,12 +137,18 @@ class TerminalChat:
                 self.output += data.decode("utf-8", "replace")
                 self._new.notify_all()
 
+    def shown(self) -> str:
+        """What the terminal kept: the output without the rows the client erased (the line
+        being typed, which it clears with CR and erase-to-end before writing above it)."""
+        with self._new:
+            return re.sub(r"[^\n]*\r\x1b\[K", "", self.output)
+
     def expect(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
-        """The first match of ``pattern`` in everything the terminal showed."""
+        """The first match of ``pattern`` in everything the terminal kept (``shown``)."""
         deadline = time.monotonic() + timeout
         with self._new:
             while True:
-                if match := re.search(pattern, self.output, re.M):
+                if match := re.search(pattern, re.sub(r"[^\n]*\r\x1b\[K", "", self.output), re.M):
                     return match
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -158,6 +171,68 @@ class TerminalChat:
             self.process.wait()
         with contextlib.suppress(OSError):
             os.close(self.master)
+
+
+class TmuxChat:
+    """``pugfast chat ARGS`` in a tmux window of ``columns`` x ``rows``: a real terminal
+    emulator keeps the screen and its scrollback, so a test reads what a person would see
+    (``screen``), not the bytes written. Each instance has its own tmux server."""
+
+    def __init__(self, *args: str, columns: int = 80, rows: int = 24) -> None:
+        if shutil.which("tmux") is None:
+            raise AssertionError("these tests need tmux (apt-get install tmux; .ci/run installs it)")
+        self.socket = f"pugfast-test-{os.getpid()}-{id(self)}"
+        self.done = Path(tempfile.mkdtemp(prefix="pugfast-tmux-")) / "status"
+        command = " ".join(shlex.quote(part) for part in chat_command(*args))
+        # The window stays after the client exits (remain-on-exit), so its last screen can be
+        # read; the exit status goes to a file.
+        script = f"{command}; echo $? > {shlex.quote(str(self.done))}"
+        environment = [f"-e{name}={os.environ[name]}" for name in ("PYTHONPATH", "PUGFAST_NO_EXTENSIONS")
+                       if name in os.environ]
+        # The scrollback's size is fixed when a window is made: set it in the configuration.
+        config = self.done.parent / "tmux.conf"
+        config.write_text("set -g history-limit 100000\nset -g remain-on-exit on\n")
+        self._tmux("-f", str(config), "new-session", "-d", "-x", str(columns), "-y", str(rows),
+                   "-e", "LANG=C.UTF-8", "-e", "TERM=screen", *environment, "sh", "-c", script)
+
+    def _tmux(self, *args: str) -> str:
+        result = subprocess.run(["tmux", "-u", "-L", self.socket, *args], capture_output=True, timeout=WAIT)
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout.decode("utf-8", "replace")
+
+    def screen(self) -> list[str]:
+        """Every row the terminal has shown, scrollback first, trailing blank rows dropped."""
+        rows = self._tmux("capture-pane", "-p", "-S", "-", "-E", "-").split("\n")
+        while rows and not rows[-1].strip():
+            rows.pop()
+        return rows
+
+    def expect(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
+        """The first row matching ``pattern``, waiting for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for row in self.screen():
+                if match := re.search(pattern, row):
+                    return match
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the terminal never showed {pattern!r}:\n" + "\n".join(self.screen()))
+            time.sleep(0.05)
+
+    def type(self, text: str) -> None:
+        """Types ``text`` literally (send Enter as a separate ``type("\r")``)."""
+        self._tmux("send-keys", "-l", text)
+
+    def wait(self, timeout: float = WAIT) -> int:
+        deadline = time.monotonic() + timeout
+        while not self.done.exists() or not self.done.read_text().strip():
+            if time.monotonic() > deadline:
+                raise AssertionError("pugfast chat did not exit:\n" + "\n".join(self.screen()))
+            time.sleep(0.05)
+        return int(self.done.read_text())
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=WAIT)
+        shutil.rmtree(self.done.parent, ignore_errors=True)
 
 
 class Peer:

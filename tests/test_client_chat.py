@@ -5,15 +5,21 @@ extra. The other end of each conversation is the pugfast.client library (client_
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from client_kit import REPO, ChatProcess, Lines, Peer, TerminalChat, chat_command
+from client_kit import REPO, ChatProcess, Lines, Peer, TerminalChat, TmuxChat, chat_command
+from hostile_kit import END, IGNORED, UNDECRYPTABLE, HostileMember, b64u, barrage, shown_one_line
 from support import ServerProcess, free_port
 
 from pugfast.client import Ended, Joined, Left, Message, parse_link
@@ -27,11 +33,9 @@ from pugfast.client.chat import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     EXIT_WRONG_LINK,
-    escape,
-    unescape,
-    visible,
 )
 from pugfast.client.fingerprint import grouped
+from pugfast.client.text import escape, unescape, visible
 
 pytestmark = pytest.mark.slow
 
@@ -309,8 +313,8 @@ def test_terminal_mode_chats_lists_members_and_purges(relay: ServerProcess) -> N
             event = peer.next(Message)
             assert isinstance(event, Message) and event.text == "hi from the terminal\nwith a second line"
             me = re.escape(event.sender.name)
-            # The echoed line is replaced by the message as sent (after the cursor moves up).
-            term.expect(rf"\x1b\[1A\x1b\[2K\r{CLOCK} {me} \(you\): hi from the terminal\r?\n +with a second")
+            # The terminal does not echo: the client shows the message as sent.
+            term.expect(rf"^{CLOCK} {me} \(you\): hi from the terminal\r?\n +with a second")
 
             term.type("//slash first\n")
             event = peer.next(Message)
@@ -381,7 +385,7 @@ def test_the_relay_and_the_client_package_never_import_cryptography() -> None:
         ("two\nlines", "two\\nlines"),
         ("back\\slash", "back\\\\slash"),
         ("C:\\new", "C:\\\\new"),
-        ("tab\tstays", "tab\tstays"),
+        ("tab\tescaped", "tab\\u0009escaped"),
         ("\x1b[2Jbell\x07\r", "\\u001b[2Jbell\\u0007\\u000d"),
         ("\x85c1", "\\u0085c1"),
         ("über 🐶", "über 🐶"),
@@ -469,3 +473,183 @@ def test_when_the_reader_of_its_output_goes_it_leaves_quietly(peer: Peer) -> Non
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# -- hostile members (issue 19) ------------------------------------------------------------------
+
+FORMAT_AND_SEPARATORS = ("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200b\u200c\u200d\u2060"
+                         "\ufeff\u2028\u2029")
+
+
+def test_pipe_mode_survives_a_lone_surrogate_and_keeps_one_message_per_line(peer: Peer) -> None:
+    hostile = HostileMember(link_of(peer))
+    chat = ChatProcess(link_of(peer))
+    try:
+        chat.joined()
+        sid = b64u(os.urandom(8))
+        hostile.send(b'{"text":"X\\ud800Y","ts":1,"sid":"' + sid.encode() + b'","n":1}')
+        hostile.say(f"a{FORMAT_AND_SEPARATORS}b\x85c\x0bd\x1ce", sid, 2)
+        hostile.say("still alive", sid, 3)
+        chat.stdout.wait_for(r": still alive$")
+        raw = b"".join(line.encode() + b"\n" for line in chat.stdout.seen)
+        lines = raw.decode().splitlines()
+        name = re.escape(hostile.name)
+        assert len(lines) == 3, lines
+        assert lines[0] == f"{hostile.name}: X\ufffdY"
+        escapes = r"(\\u[0-9a-f]{4}){16}"
+        assert re.fullmatch(rf"{name}: a{escapes}b\\u0085c\\u000bd\\u001ce", lines[1]), lines[1]
+        assert chat.process.poll() is None
+        chat.close_input()
+        assert chat.wait() == EXIT_LEFT
+    finally:
+        hostile.close()
+        chat.kill()
+
+
+def screen_rows_are_sound(rows: list[str], columns: int) -> None:
+    """Every row the terminal shows is a header, a notice, an indented continuation or the
+    typed line, and none reaches the edge (so the terminal never wrapped one itself)."""
+    for row in rows:
+        assert len(row) < columns or row.startswith("http"), row
+        assert re.match(rf"^({CLOCK} |-- |  |>( |$)|< |pugfast chat: error: |$|http)", row), repr(row)
+        assert not any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in row), repr(row)
+
+
+def test_terminal_mode_never_erases_a_received_line_while_you_type(peer: Peer) -> None:
+    """150 messages arrive at 25 a second while 80 lines are typed, key by key: every message
+    and every typed line is on the screen once, whole, and the half-typed line is drawn again
+    below whatever arrives."""
+    term = TmuxChat(link_of(peer), columns=80, rows=24)
+    try:
+        me = term.expect(r"^-- You joined as (.+?)\. In the room").group(1)
+        term.expect(r"^-- Type a message")
+        them = peer.room.me.name
+        received = [f"message {i:03d} from the peer" for i in range(150)]
+
+        def send_all() -> None:
+            for text in received:
+                peer.call(peer.room.send, text)
+                time.sleep(0.04)
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        typed = [f"typed line {i:02d} with some words" for i in range(80)]
+        for line in typed:
+            for start in range(0, len(line), 4):
+                term.type(line[start : start + 4])
+                time.sleep(0.005)
+            term.type("\r")
+        sender.join()
+        term.type("half typ")
+        peer.call(peer.room.send, "the last one")
+        term.expect(rf"^{CLOCK} {re.escape(them)}: the last one$")
+        for _ in range(80):
+            if term.screen()[-1] == "> half typ":
+                break
+            time.sleep(0.1)
+        rows = term.screen()
+        assert rows[-1] == "> half typ", rows[-3:]
+        screen_rows_are_sound(rows, 80)
+        shown = [row for row in rows if re.match(rf"^{CLOCK} ", row)]
+        from_them = [row.split(": ", 1)[1] for row in shown if row[6:].startswith(f"{them}: ")]
+        mine = [row.split(": ", 1)[1] for row in shown if row[6:].startswith(f"{me} (you): ")]
+        assert from_them == [*received, "the last one"]
+        assert mine == typed
+        assert not any("typed line" in row and not row.startswith(tuple("0123456789")) for row in rows[:-1])
+        for _ in typed:
+            assert isinstance(peer.next(Message), Message)
+        term.type("\x15/quit\r")
+        assert term.wait() == EXIT_LEFT
+    finally:
+        term.close()
+
+
+def test_terminal_mode_wraps_and_escapes_what_a_hostile_member_sends(peer: Peer) -> None:
+    term = TmuxChat(link_of(peer), columns=80, rows=24)
+    try:
+        term.expect(r"^-- Type a message")
+        them = re.escape(peer.room.me.name)
+        peer.call(peer.room.send, "hi" + " " * 80 + "12:34 Fake Person: wire me money")
+        peer.call(peer.room.send, "first\n12:35 Fake Person: second line forged")
+        peer.call(peer.room.send, f"bidi {FORMAT_AND_SEPARATORS} X\ud800Y " + "long " * 40)
+        term.expect(rf"^{CLOCK} {them}: bidi ")
+        rows = term.screen()
+        screen_rows_are_sound(rows, 80)
+        fake = [row for row in rows if "Fake Person" in row]
+        assert len(fake) == 2 and all(row.startswith("   ") for row in fake), fake
+        assert any("\\u202e" in row for row in rows) and any("X\ufffdY" in row for row in rows)
+        term.type("/quit\r")
+        assert term.wait() == EXIT_LEFT
+    finally:
+        term.close()
+
+
+# -- item 7: a randomized hostile member ---------------------------------------------------------
+
+
+def hostile_seed() -> int:
+    """PUGFAST_HOSTILE_SEED replays a run; otherwise a new seed each run, printed on failure."""
+    return int(os.environ.get("PUGFAST_HOSTILE_SEED") or random.SystemRandom().randrange(2**32))
+
+
+@pytest.mark.parametrize("seed", [hostile_seed()])
+def test_pipe_mode_survives_a_random_hostile_member(peer: Peer, seed: int) -> None:
+    script = barrage(random.Random(seed), 120, 2048 - 10)
+    hostile = HostileMember(link_of(peer))
+    chat = ChatProcess(link_of(peer))
+    try:
+        chat.joined()
+        hostile.send_barrage(script)
+        chat.stdout.wait_for(rf": {END}$", timeout=30)
+        expected = [f"{hostile.name}: {shown_one_line(text)}" for text in [*script.shown(), END]]
+        assert chat.stdout.seen == expected, f"seed {seed}"
+        whole = "".join(line + "\n" for line in chat.stdout.seen)
+        assert len(whole.splitlines()) == len(expected), f"seed {seed}"
+        stderr = chat.stderr.text()
+        assert stderr.count("could not be decrypted") == script.count(UNDECRYPTABLE), f"seed {seed}"
+        assert stderr.count("repeated or out-of-order") == script.count(IGNORED), f"seed {seed}"
+        assert chat.process.poll() is None, f"seed {seed}: it exited unasked"
+        chat.close_input()
+        assert chat.wait() == EXIT_LEFT
+        assert "Traceback" not in chat.stderr.text()
+    finally:
+        hostile.close()
+        chat.kill()
+
+
+@pytest.mark.parametrize("seed", [hostile_seed()])
+def test_terminal_mode_survives_a_random_hostile_member(peer: Peer, seed: int) -> None:
+    script = barrage(random.Random(seed), 80, 2048 - 10)
+    hostile = HostileMember(link_of(peer))
+    term = TmuxChat(link_of(peer), columns=80, rows=24)
+    try:
+        term.expect(r"^-- Type a message")
+        term.type("typing along")
+        hostile.send_barrage(script)
+        term.expect(rf"^{CLOCK} {re.escape(hostile.name)}: {END}$", timeout=30)
+        shown = [*script.shown(), END]
+        # tmux drops a row's trailing spaces: an empty message's header ends with the colon.
+        header = rf"^{CLOCK} {re.escape(hostile.name)}:( |$)"
+        rows = term.screen()
+        assert rows[-1] == "> typing along", f"seed {seed}: {rows[-3:]}"
+        screen_rows_are_sound(rows, 80)
+        # Each message's rows, put back together, hold its escaped text. Compared on printable
+        # ASCII (every escape is ASCII), which a terminal shows as it is.
+        messages: list[str] = []
+        for row in rows:
+            if match := re.match(header, row):
+                messages.append(row[match.end() :])
+            elif row.startswith("  ") and messages:
+                messages[-1] += row
+
+        def ascii_of(text: str) -> str:
+            return "".join(ch for ch in text if "!" <= ch <= "~")
+
+        got = [ascii_of(m) for m in messages]
+        want = [ascii_of("".join(shown_one_line(line) for line in text.split("\n"))) for text in shown]
+        assert got == want, f"seed {seed}"
+        term.type("\x15/quit\r")
+        assert term.wait() == EXIT_LEFT, f"seed {seed}"
+    finally:
+        hostile.close()
+        term.close()

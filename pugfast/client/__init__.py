@@ -26,12 +26,24 @@ from .errors import (
     NoSuchRoom,
     NotConnected,
     NotCreator,
+    RelayAnswerError,
     RelayUnreachable,
     RoomFull,
     WordListError,
     WrongSecret,
 )
-from .events import Ended, Event, Joined, Left, Member, Message, RelayError, Replayed, Undecryptable
+from .events import (
+    Ended,
+    Event,
+    Joined,
+    Left,
+    Member,
+    Message,
+    Overflow,
+    RelayError,
+    Replayed,
+    Undecryptable,
+)
 from .fingerprint import fingerprint
 from .link import Link, parse_link, parse_relay_url
 from .room import Room
@@ -55,6 +67,8 @@ __all__ = [
     "NoSuchRoom",
     "NotConnected",
     "NotCreator",
+    "Overflow",
+    "RelayAnswerError",
     "RelayError",
     "RelayUnreachable",
     "Replayed",

@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from .errors import ApiError, ClientError, RelayUnreachable
+from .answers import json_object
+from .errors import ApiError, RelayAnswerError, RelayUnreachable
 
 
 def ssl_setting(insecure: bool) -> ssl.SSLContext | bool:
@@ -36,6 +37,20 @@ def unreachable(origin: str, exc: BaseException) -> RelayUnreachable:
     return RelayUnreachable(f"cannot reach the relay at {origin}: {text}")
 
 
+# The relay's API answers are a few hundred bytes; a relay sending more is not believed.
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+async def _body(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, or b"" (not JSON, so refused) past MAX_ANSWER_BYTES."""
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            return b""
+    return bytes(body)
+
+
 async def request(
     session: aiohttp.ClientSession,
     method: str,
@@ -48,21 +63,19 @@ async def request(
     """The JSON object the relay answers and its ``Date`` header.
 
     Raises RelayUnreachable when the relay cannot be reached, ApiError for an error answer,
-    ClientError for an answer that is not a JSON object.
+    RelayAnswerError for an answer that is not a JSON object.
     """
     try:
         async with session.request(method, origin + path, json=body, ssl=ssl_context) as response:
-            try:
-                data = await response.json(content_type=None)
-            except ValueError:
-                data = None
+            # Strict JSON (no NaN or Infinity); an answer that is not JSON is said below.
+            data = json_object(await _body(response))
             if response.status >= 400:
                 fields = data if isinstance(data, dict) else {}
                 raise ApiError(
                     response.status, str(fields.get("error", "http_error")), str(fields.get("message", ""))
                 )
             if not isinstance(data, dict):
-                raise ClientError(f"the relay at {origin} sent an unreadable answer to {method} {path}")
+                raise RelayAnswerError(f"its answer to {method} {path} is not a JSON object")
             return data, response.headers.get("Date")
     except (aiohttp.ClientConnectionError, asyncio.TimeoutError, ssl.SSLError) as exc:
         raise unreachable(origin, exc) from None

@@ -16,14 +16,15 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import shutil
 import signal
 import sys
+import termios
 import textwrap
 import threading
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from .create import create_room
 from .errors import (
@@ -38,10 +39,12 @@ from .errors import (
     RoomFull,
     WrongSecret,
 )
-from .events import Ended, Joined, Left, Message, RelayError, Replayed, Undecryptable
+from .events import Ended, Joined, Left, Message, Overflow, RelayError, Replayed, Undecryptable
 from .fingerprint import fingerprint, grouped
 from .link import Link, parse_link, parse_relay_url
 from .room import Room, now_ms
+from .screen import CLEAR_ROW, LineEditor, message_rows, notice_rows, prompt_row
+from .text import escape, unescape, visible
 
 EXIT_LEFT = 0
 EXIT_ERROR = 1
@@ -121,39 +124,7 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-# -- text on a line --------------------------------------------------------------------------
-
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\\]")
-_CONTROL_ONLY = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-_ESCAPE = re.compile(r"\\(\\|n|u[0-9A-Fa-f]{4})")
-
-
-def escape(text: str) -> str:
-    """``text`` on one line: a backslash as ``\\\\``, a line break as ``\\n``, any other control
-    character but tab as ``\\uXXXX`` (so nothing can drive the terminal or split the line)."""
-
-    def one(match: re.Match[str]) -> str:
-        ch = match.group()
-        return {"\\": "\\\\", "\n": "\\n"}.get(ch) or f"\\u{ord(ch):04x}"
-
-    return _CONTROL.sub(one, text)
-
-
-def visible(text: str) -> str:
-    """``text`` with every control character but tab as ``\\uXXXX``: for notices, which hold
-    names the relay chose and must not drive the terminal either."""
-    return _CONTROL_ONLY.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-
-
-def unescape(line: str) -> str:
-    """The message a line stands for: ``\\n`` is a line break, ``\\\\`` a backslash, ``\\uXXXX``
-    that character; any other backslash is itself."""
-
-    def one(match: re.Match[str]) -> str:
-        code = match.group(1)
-        return {"\\": "\\", "n": "\n"}.get(code) or chr(int(code[1:], 16))
-
-    return _ESCAPE.sub(one, line)
+# -- time --------------------------------------------------------------------------------------
 
 
 def clock(ms: int) -> str:
@@ -176,12 +147,25 @@ def duration(seconds: float) -> str:
 
 
 class Output:
-    """Where a session's lines go."""
+    """Where a session's lines go, and what its standard input means."""
 
     def message(self, name: str, text: str, ts: int, *, mine: bool = False) -> None:
         raise NotImplementedError
 
     def notice(self, text: str) -> None:
+        raise NotImplementedError
+
+    def error(self, text: str) -> None:
+        print(f"pugfast chat: error: {visible(text)}", file=sys.stderr, flush=True)
+
+    def link(self, text: str) -> None:
+        """Shows a new room's link on a line of its own, to be copied whole."""
+        sys.stderr.write(f"{text}\n")
+        sys.stderr.flush()
+
+    def typed(self, chunk: bytes) -> list[str | None]:
+        """The lines ``chunk`` of standard input completes; None for its end (``chunk`` is
+        b"" at the end of the input)."""
         raise NotImplementedError
 
     def progress(self, tries: int, difficulty: int) -> None:
@@ -190,34 +174,119 @@ class Output:
     def progress_done(self) -> None:
         """Ends the progress line, if one was drawn."""
 
-    def error(self, text: str) -> None:
-        print(f"pugfast chat: error: {text}", file=sys.stderr, flush=True)
+    def start(self) -> None:
+        """Takes over the terminal, if there is one to take over."""
+
+    def redraw(self) -> None:
+        """Draws the line being typed again (the terminal was resized or resumed)."""
+
+    def stop(self) -> None:
+        """Gives the terminal back as it was."""
+
+
+class LineSplitter:
+    """Standard input cut into lines (``\n`` or ``\r\n``), each decoded as UTF-8 with
+    invalid bytes replaced."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> list[str | None]:
+        if not chunk:
+            last, self._pending = self._pending, b""
+            return [*([_decode_line(last)] if last else []), None]
+        *complete, self._pending = (self._pending + chunk).split(b"\n")
+        return [_decode_line(line) for line in complete]
+
+
+def _decode_line(line: bytes) -> str:
+    return line.removesuffix(b"\r").decode("utf-8", "replace")
 
 
 class Terminal(Output):
-    """A person at a terminal: everything on standard output, received text made harmless."""
+    """A person at a terminal: received lines scroll above, the line being typed stays on the
+    last row (screen.py), from ``start`` to ``stop``. Before, after, and where standard output
+    is not a terminal, rows are written as they come and the terminal echoes what is typed."""
 
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
+        # Received text is repaired and escaped before it gets here; an encoding that cannot
+        # show a character shows "?" instead of ending the session.
+        with contextlib.suppress(AttributeError, ValueError):
+            out.reconfigure(errors="replace")  # type: ignore[attr-defined]
+        self.editor = LineEditor()
+        self._lines = LineSplitter()
+        self._saved_mode: list[Any] | None = None
         self._progress_shown = False
 
-    def _write(self, text: str) -> None:
-        self.out.write(text)
+    def columns(self) -> int:
+        """The terminal's width: the real one, else $COLUMNS, else 80."""
+        with contextlib.suppress(OSError):
+            width = os.get_terminal_size(self.out.fileno()).columns
+            if width > 0:
+                return width
+        return shutil.get_terminal_size((80, 24)).columns
+
+    def _show(self, rows: list[str]) -> None:
+        if self._saved_mode is None:  # not (yet, or no longer) drawing the typed line
+            self.out.write("".join(f"{row}\n" for row in rows))
+            self.out.flush()
+            return
+        # Clear the typed line's row, write the new rows where it was, draw it again below.
+        text = "".join(f"{row}\n" for row in rows)  # the terminal adds the CR (ONLCR)
+        self.out.write(f"{CLEAR_ROW}{text}{prompt_row(self.editor.typed, self.columns())}")
         self.out.flush()
 
     def message(self, name: str, text: str, ts: int, *, mine: bool = False) -> None:
-        label = f"{clock(ts)} {escape(name)}{' (you)' if mine else ''}: "
-        lines = [escape(line) for line in text.split("\n")]
-        body = ("\n" + " " * len(label)).join(lines)
-        self._write(f"{label}{body}\n")
+        self._show(message_rows(clock(ts), name, text, self.columns(), mine=mine))
 
     def notice(self, text: str) -> None:
-        self._write(f"-- {visible(text)}\n")
+        self._show(notice_rows(text, self.columns()))
 
-    def retract_echo(self, typed: str) -> None:
-        """Removes the line the terminal echoed as it was typed, to print it formatted instead."""
-        if self.out.isatty() and len(typed) < shutil.get_terminal_size().columns:
-            self._write("\x1b[1A\x1b[2K\r")
+    def error(self, text: str) -> None:
+        self._show(notice_rows(text, self.columns(), "pugfast chat: error: "))
+
+    def link(self, text: str) -> None:
+        self._show([text])
+
+    def typed(self, chunk: bytes) -> list[str | None]:
+        if self._saved_mode is None:
+            return self._lines.feed(chunk)
+        done = self.editor.feed(chunk) if chunk else [None]
+        self.redraw()
+        return done
+
+    def redraw(self) -> None:
+        if self._saved_mode is not None:
+            self.out.write(CLEAR_ROW + prompt_row(self.editor.typed, self.columns()))
+            self.out.flush()
+
+    def start(self) -> None:
+        """Turns off the terminal's echo and line editing (signals stay: Ctrl-C leaves)."""
+        if self._saved_mode is not None or not self.out.isatty():
+            return
+        with contextlib.suppress(termios.error):
+            self._saved_mode = termios.tcgetattr(0)
+            self.resume()
+
+    def resume(self) -> None:
+        """Applies the client's terminal mode again (after a stop with Ctrl-Z) and redraws."""
+        if self._saved_mode is None:
+            return
+        mode = termios.tcgetattr(0)
+        mode[3] &= ~(termios.ICANON | termios.ECHO)
+        mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
+        termios.tcsetattr(0, termios.TCSANOW, mode)
+        self.redraw()
+
+    def stop(self) -> None:
+        if self._saved_mode is None:
+            return
+        self.out.write(CLEAR_ROW)
+        self.out.flush()
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(0, termios.TCSADRAIN, self._saved_mode)
+        self._saved_mode = None
 
     def progress(self, tries: int, difficulty: int) -> None:
         if sys.stderr.isatty():
@@ -232,53 +301,50 @@ class Terminal(Output):
 
 
 class Pipe(Output):
-    """A script: one line per received message on standard output, notices on standard error."""
+    """A script: one line per received message on standard output, notices on standard error.
+    A message is one line for any line splitter (text.escape)."""
+
+    def __init__(self) -> None:
+        self._lines = LineSplitter()
 
     def message(self, name: str, text: str, ts: int, *, mine: bool = False) -> None:
         if mine:
             return
-        sys.stdout.buffer.write(f"{escape(name)}: {escape(text)}\n".encode())
+        sys.stdout.buffer.write(f"{escape(name)}: {escape(text)}\n".encode("utf-8", "replace"))
         sys.stdout.buffer.flush()
 
     def notice(self, text: str) -> None:
-        sys.stderr.write(f"-- {visible(text)}\n")
-        sys.stderr.flush()
+        sys.stderr.buffer.write(f"-- {visible(text)}\n".encode("utf-8", "replace"))
+        sys.stderr.buffer.flush()
+
+    def typed(self, chunk: bytes) -> list[str | None]:
+        return self._lines.feed(chunk)
 
 
 # -- standard input ------------------------------------------------------------------------
 
 
-def start_reading_input(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
-    """Reads standard input in a thread, a line at a time, onto ``lines``; None marks its end.
+def start_reading_input(loop: asyncio.AbstractEventLoop, deliver: Callable[[bytes], None]) -> None:
+    """Reads standard input in a thread and calls ``deliver(chunk)`` on the loop for each chunk
+    read, then ``deliver(b"")`` at its end.
 
     A thread, because the same code must read a pipe, a file and a terminal, and an event loop
     cannot wait on a regular file. It reads the file descriptor itself, never sys.stdin, so it
     holds no lock the interpreter would need at exit while it waits.
     """
 
-    def put(item: str | None) -> bool:
-        try:
-            loop.call_soon_threadsafe(lines.put_nowait, item)
-        except RuntimeError:  # the loop has closed: the session is over
-            return False
-        return True
-
     def read() -> None:
-        pending = b""
         while True:
             try:
                 chunk = os.read(0, 65536)
             except OSError:
                 chunk = b""
+            try:
+                loop.call_soon_threadsafe(deliver, chunk)
+            except RuntimeError:  # the loop has closed: the session is over
+                return
             if not chunk:
-                break
-            *complete, pending = (pending + chunk).split(b"\n")
-            for line in complete:
-                if not put(line.removesuffix(b"\r").decode("utf-8", "replace")):
-                    return
-        if pending:
-            put(pending.removesuffix(b"\r").decode("utf-8", "replace"))
-        put(None)
+                return
 
     threading.Thread(target=read, name="pugfast-chat-stdin", daemon=True).start()
 
@@ -349,10 +415,7 @@ class Chat:
         self.ui.progress_done()
         self.ui.notice("Room created. Anyone who has its link can join and read it; share it over a "
                        "channel you trust:")
-        # On a line of its own, to be copied whole.
-        stream = self.ui.out if isinstance(self.ui, Terminal) else sys.stderr
-        stream.write(f"{link}\n")
-        stream.flush()
+        self.ui.link(str(link))
         return link
 
     async def _session(self, room: Room) -> int:
@@ -362,6 +425,19 @@ class Chat:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, lambda: asyncio.ensure_future(room.leave()))
+        ui.start()
+        try:
+            return await self._converse(room, ui, loop)
+        finally:
+            ui.stop()
+
+    async def _converse(self, room: Room, ui: Output, loop: asyncio.AbstractEventLoop) -> int:
+        if isinstance(ui, Terminal):
+            # A resized terminal gets the typed line drawn to its new width; after Ctrl-Z and
+            # fg, the shell has reset the terminal's mode, so it is set again.
+            for signum, handler in ((signal.SIGWINCH, ui.redraw), (signal.SIGCONT, ui.resume)):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(signum, handler)
         here = ", ".join(
             f"{m.name}{' (you)' if m.id == room.me.id else ''}" for m in room.members.values()
         )
@@ -372,7 +448,12 @@ class Chat:
             ui.notice(_HELP)
 
         lines: asyncio.Queue[str | None] = asyncio.Queue()
-        start_reading_input(loop, lines)
+
+        def deliver(chunk: bytes) -> None:
+            for line in ui.typed(chunk):
+                lines.put_nowait(line)
+
+        start_reading_input(loop, deliver)
         helpers = [asyncio.create_task(self._send_lines(room, lines)),
                    asyncio.create_task(self._remind(room))]
         try:
@@ -405,6 +486,8 @@ class Chat:
                 ui.notice(f"A repeated or out-of-order message from {event.sender.name} was ignored.")
             elif isinstance(event, RelayError):
                 ui.notice(_relay_error(event.code))
+            elif isinstance(event, Overflow):
+                ui.notice(f"{event.dropped:,} events were dropped: this client could not keep up.")
             elif isinstance(event, Ended):
                 ui.notice(_ENDING_NOTICE.get(event.reason) or (
                     f"{event.message[:1].upper()}{event.message[1:]}. The room may still be going on, "
@@ -436,7 +519,6 @@ class Chat:
             except NotConnected:
                 return
             if isinstance(ui, Terminal):
-                ui.retract_echo(line)
                 ui.message(room.me.name, text, now_ms(), mine=True)
 
     async def _command(self, room: Room, command: str) -> bool:

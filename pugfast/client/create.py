@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from . import _http
-from .errors import ApiError, ClientError, LinkError
+from .errors import ApiError, LinkError, RelayAnswerError
 from .link import KEY_BYTES, Link, build_link, parse_link, parse_relay_url
 
 Progress = Callable[[int, int], None]
@@ -22,6 +22,8 @@ Progress = Callable[[int, int], None]
 with the final count when it is solved."""
 
 PROGRESS_EVERY = 1 << 15
+# PROTOCOL.md §1.1: a token is printable ASCII of at most 256 characters.
+MAX_TOKEN_LENGTH = 256
 # A challenge expires (120 s by default) if solving it took too long; one retry then.
 CREATE_ATTEMPTS = 2
 
@@ -69,7 +71,7 @@ async def create_room(
     solved in a worker thread.
 
     Raises LinkError (a malformed relay URL), RelayUnreachable, ApiError (the relay refused,
-    e.g. 400 for a ttl that is not an integer, 503 at its room limit) or ClientError (an
+    e.g. 400 for a ttl that is not an integer, 503 at its room limit) or RelayAnswerError (an
     answer that is not what PROTOCOL.md says).
     """
     origin = parse_relay_url(relay)
@@ -106,17 +108,19 @@ async def create_room(
         return parse_link(build_link(origin, str(created["room"]), secrets.token_bytes(KEY_BYTES),
                                      str(created["secret"])))
     except (KeyError, LinkError):
-        raise ClientError("the relay's answer to creating a room has no valid room id and secret") from None
+        raise RelayAnswerError("its answer to creating a room has no valid room id and secret") from None
 
 
 def _challenge_fields(challenge: dict[str, Any]) -> tuple[str, int]:
     token, difficulty = challenge.get("token"), challenge.get("difficulty")
     if (
         not isinstance(token, str)
-        or not token.isascii()
+        or not 1 <= len(token) <= MAX_TOKEN_LENGTH
+        or not (token.isascii() and token.isprintable())
         or not isinstance(difficulty, int)
         or isinstance(difficulty, bool)
         or not 0 <= difficulty <= 256
     ):
-        raise ClientError("the relay sent a malformed proof-of-work challenge")
+        raise RelayAnswerError("its proof-of-work challenge is not a token of printable ASCII "
+                               f"(1 to {MAX_TOKEN_LENGTH} characters) and a difficulty from 0 to 256")
     return token, difficulty

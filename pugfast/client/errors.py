@@ -7,6 +7,7 @@ are and picks its exit code from the class.
 from __future__ import annotations
 
 from ..errors import PugfastError
+from .text import repair, visible
 
 INSTALL_HINT = "pip install 'pugfast[client]'"
 
@@ -60,10 +61,27 @@ class RelayUnreachable(ClientError):
     """The relay could not be reached: refused, unresolvable, timed out, or TLS failed."""
 
 
+class RelayAnswerError(ClientError):
+    """The relay answered something PROTOCOL.md does not allow (a field of the wrong type or
+    out of range, a message that is not JSON); the message names the field."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the relay sent a malformed answer: {detail}")
+
+
+def relay_text(text: str, limit: int = 300) -> str:
+    """Text the relay chose (an error message, an HTTP reason), repaired, cut to ``limit``
+    characters and escaped, so that printing it cannot drive a terminal."""
+    text = repair(text)
+    return visible(text[:limit] + ("..." if len(text) > limit else ""))
+
+
 class ApiError(ClientError):
-    """The relay's HTTP API answered with an error (``{"error": code, "message": text}``)."""
+    """The relay's HTTP API answered with an error (``{"error": code, "message": text}``).
+    The relay's words are escaped (``relay_text``) in the message."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
+        code, message = relay_text(code, 64), relay_text(message)
         super().__init__(f"the relay refused the request: {message or code} ({status} {code})")
         self.status = status
         self.code = code

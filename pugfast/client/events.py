@@ -64,6 +64,16 @@ class RelayError:
 
 
 @dataclass(frozen=True, slots=True)
+class Overflow:
+    """``dropped`` events were not kept because whoever iterates the room did not take them in
+    time: at most ``MAX_PENDING_EVENTS`` events (and ``MAX_PENDING_TEXT`` characters of message
+    text) wait (docs/client.md, "The library"). It comes where the gap is, before the next
+    event kept; ``room.members`` stays right regardless."""
+
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
 class Ended:
     """This client's visit is over; the last event a room yields.
 
@@ -78,5 +88,5 @@ class Ended:
     message: str
 
 
-Event = Message | Joined | Left | Undecryptable | Replayed | RelayError | Ended
+Event = Message | Joined | Left | Undecryptable | Replayed | RelayError | Overflow | Ended
 """Anything a room yields."""

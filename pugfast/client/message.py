@@ -16,6 +16,7 @@ from typing import Any
 
 from ._b64u import b64u_decode, b64u_encode
 from .errors import MessageFormatError
+from .text import repair
 
 SID_BYTES = 8
 # Number.isSafeInteger's bound: the browser refuses integers it cannot represent exactly.
@@ -44,7 +45,9 @@ def encode_message(text: str, ts: int, sid: str, n: int) -> bytes:
 
 
 def decode_message(padded: bytes) -> Plaintext:
-    """Parses a decrypted, padded plaintext; unknown fields are ignored.
+    """Parses a decrypted, padded plaintext; unknown fields are ignored. A lone surrogate in
+    ``text`` (JSON can escape one; it is not Unicode) is repaired to U+FFFD, as the browser
+    does, so the text can always be written out.
 
     Raises MessageFormatError when it is not UTF-8 JSON, not an object, or a field is missing
     or of the wrong kind (``text`` a string, ``ts`` a non-negative integer, ``sid`` 8 bytes of
@@ -67,7 +70,7 @@ def decode_message(padded: bytes) -> Plaintext:
     n = _safe_integer(n)
     if n is None or n < 1:
         raise MessageFormatError("malformed message: n")
-    return Plaintext(text, ts, sid, n)
+    return Plaintext(repair(text), ts, sid, n)
 
 
 def _safe_integer(value: Any) -> int | None:

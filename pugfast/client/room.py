@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from . import _http
+from . import _http, answers
+from .backlog import Backlog
 from .crypto import cipher, largest_bucket, seal, unseal
 from .errors import (
-    ClientError,
     DecryptError,
     JoinRefused,
     MessageFormatError,
@@ -35,8 +35,10 @@ from .errors import (
     NoSuchRoom,
     NotConnected,
     NotCreator,
+    RelayAnswerError,
     RoomFull,
     WrongSecret,
+    relay_text,
 )
 from .events import Ended, Event, Joined, Left, Member, Message, RelayError, Replayed, Undecryptable
 from .fingerprint import fingerprint
@@ -98,7 +100,7 @@ class Room:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._events = Backlog()
         self._members: dict[int, Member] = {}
         self._names: dict[int, str] = {}
         self._guard = ReplayGuard()
@@ -149,9 +151,7 @@ class Room:
         limits, date = await _http.request(
             self._session, "GET", origin, "/api/limits", ssl_context=ssl_context
         )
-        limit = limits.get("maxMessageBytes")
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            self.max_message_bytes = limit
+        self.max_message_bytes = answers.max_message_bytes(limits)
         self._clock_offset = _clock_offset(date)
         try:
             # No Origin header: the relay checks one only when it is sent (PROTOCOL.md §3).
@@ -159,7 +159,7 @@ class Room:
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 503:
                 raise JoinRefused("the relay is at capacity: try again later", status=503) from None
-            raise JoinRefused(f"the relay refused the connection ({exc.status} {exc.message})",
+            raise JoinRefused(f"the relay refused the connection ({exc.status} {relay_text(exc.message)})",
                               status=exc.status) from None
         except (aiohttp.ClientConnectionError, OSError) as exc:
             raise _http.unreachable(origin, exc) from None
@@ -168,9 +168,14 @@ class Room:
         while True:
             msg = await ws.receive()
             if msg.type == aiohttp.WSMsgType.TEXT:
-                data = _json_object(msg.data)
-                if data is not None and data.get("type") == "welcome":
-                    self._welcome(data)
+                try:
+                    data = answers.loads(msg.data)
+                except ValueError as exc:
+                    raise RelayAnswerError(f"a message during the join is not JSON ({exc})") from None
+                if not isinstance(data, dict):
+                    raise RelayAnswerError("a message during the join is not a JSON object")
+                if data.get("type") == "welcome":
+                    self._welcome(answers.welcome(data))
                     return
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
                               aiohttp.WSMsgType.ERROR):
@@ -179,18 +184,13 @@ class Room:
                 raise kind(text or f"the relay closed the connection before the join completed "
                            f"(close code {code})", code=code)
 
-    def _welcome(self, data: dict[str, Any]) -> None:
-        try:
-            you = _member(data["you"])
-            members = [_member(m) for m in data["members"]]
-            self.capacity = int(data["capacity"])
-            self.expires = int(data["expires"])
-        except (KeyError, TypeError, ValueError):
-            raise ClientError("the relay sent a malformed welcome") from None
-        self.me = you
-        self.creator = data.get("creator") is True
-        self._members = {m.id: m for m in members}
-        self._names.update((m.id, m.name) for m in members)
+    def _welcome(self, welcome: answers.Welcome) -> None:
+        self.me = welcome.you
+        self.creator = welcome.creator
+        self.capacity = welcome.capacity
+        self.expires = welcome.expires
+        self._members = {m.id: m for m in welcome.members}
+        self._names.update((m.id, m.name) for m in welcome.members)
 
     async def leave(self) -> None:
         """Leaves the room (close 1000); the iteration then ends with ``Ended("left")``. Safe to
@@ -281,8 +281,7 @@ class Room:
 
     async def __anext__(self) -> Event:
         event = await self._events.get()
-        if event is None:
-            self._events.put_nowait(None)  # every later iteration ends at once, too
+        if event is None:  # every later iteration ends at once, too
             raise StopAsyncIteration
         return event
 
@@ -300,7 +299,7 @@ class Room:
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     self._ciphertext(msg.data)
                 elif msg.type == aiohttp.WSMsgType.TEXT:
-                    ending = self._control(_json_object(msg.data))
+                    ending = self._control(answers.json_object(msg.data))
                     if ending is not None:
                         # The 4410 close follows; the room is over either way.
                         await ws.close(code=1000)
@@ -323,12 +322,12 @@ class Room:
         try:
             message = decode_message(unseal(self._aead, self.link.room, data[MEMBER_ID_BYTES:]))
         except (DecryptError, MessageFormatError) as exc:
-            self._events.put_nowait(Undecryptable(sender, str(exc)))
+            self._events.put(Undecryptable(sender, str(exc)))
             return
         if not self._guard.accept(sender.id, message.sid, message.n):
-            self._events.put_nowait(Replayed(sender))
+            self._events.put(Replayed(sender))
             return
-        self._events.put_nowait(Message(sender, message.text, message.ts))
+        self._events.put(Message(sender, message.text, message.ts))
 
     def _control(self, data: dict[str, Any] | None) -> str | None:
         """Handles one control message; returns "expired" or "purged" when the room ended."""
@@ -339,18 +338,18 @@ class Room:
             return str(kind)
         try:
             if kind == "join":
-                member = _member(data["member"])
+                member = answers.member(data.get("member"))
                 self._members[member.id] = member
                 self._names[member.id] = member.name
-                self._events.put_nowait(Joined(member))
+                self._events.put(Joined(member))
             elif kind == "leave":
-                member = _member(data["member"])
+                member = answers.member(data.get("member"))
                 self._members.pop(member.id, None)
-                self._events.put_nowait(Left(member))
+                self._events.put(Left(member))
             elif kind == "error":
-                self._events.put_nowait(RelayError(str(data.get("code"))))
-        except (KeyError, TypeError, ValueError):
-            pass  # unknown shapes are ignored, as everywhere in the protocol
+                self._events.put(RelayError(answers.error_code(data)))
+        except RelayAnswerError:
+            pass  # a notice that is not well-formed says nothing; it is ignored
         return None
 
     def _finish(self, ending: str | None, code: int | None, close_reason: str) -> None:
@@ -370,8 +369,7 @@ class Room:
         self.ended = Ended(reason, code, message)
         # The key is of no more use; drop it, as the browser does when a room ends.
         self._aead = None
-        self._events.put_nowait(self.ended)
-        self._events.put_nowait(None)
+        self._events.put(self.ended)
 
 
 class Joining:
@@ -390,23 +388,6 @@ class Joining:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._room.leave()
-
-
-def _member(value: Any) -> Member:
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-        raise TypeError("not a member")
-    member_id = value.get("id")
-    if not isinstance(member_id, int) or isinstance(member_id, bool):
-        raise TypeError("not a member id")
-    return Member(member_id, value["name"])
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _clock_offset(date: str | None) -> int:

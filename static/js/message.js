@@ -13,12 +13,21 @@ export class MessageFormatError extends Error {
   }
 }
 
+// A lone surrogate (JSON can escape one: "\ud800") is not Unicode; each becomes U+FFFD, as
+// pugfast/client/text.py's repair() does, so both clients show the same text.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+export function repair(text) {
+  return text.replace(LONE_SURROGATE, "\uFFFD");
+}
+
 export function encodeMessage({ text, ts, sid, n }) {
   return utf8Encode(JSON.stringify({ text, ts, sid, n }));
 }
 
 // Parses a decrypted, padded plaintext. Unknown fields are ignored, as everywhere in the
-// protocol. Throws MessageFormatError when a field is missing or of the wrong kind.
+// protocol. Lone surrogates in the text are repaired (above). Throws MessageFormatError
+// when a field is missing or of the wrong kind.
 export function decodeMessage(padded) {
   let value;
   try {
@@ -36,5 +45,5 @@ export function decodeMessage(padded) {
     throw new MessageFormatError("sid");
   }
   if (!Number.isSafeInteger(n) || n < 1) throw new MessageFormatError("n");
-  return { text, ts, sid, n };
+  return { text: repair(text), ts, sid, n };
 }

@@ -10,6 +10,7 @@ import { describeCountdown, formatClock, formatCountdown, formatNumber } from ".
 import { buildLink, parseFragment, roomFromPath } from "./link.js";
 import { SID_BYTES, decodeMessage, encodeMessage } from "./message.js";
 import { ReplayGuard } from "./replay.js";
+import { shownNodes } from "./text.js";
 
 const $ = (id) => document.getElementById(id);
 const screens = { connecting: $("connecting"), room: $("room"), ended: $("ended") };
@@ -114,6 +115,14 @@ function el(tag, className, text) {
 }
 
 // Appends to the log, keeping it scrolled to the end unless the reader has scrolled up.
+// An element showing text that others chose (names, messages, the relay's codes): controls
+// and format characters appear as escapes (text.js), never raw.
+function shown(tag, className, text) {
+  const node = el(tag, className);
+  node.append(...shownNodes(text));
+  return node;
+}
+
 function appendToLog(item) {
   const atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 48;
   messageList.append(item);
@@ -121,7 +130,7 @@ function appendToLog(item) {
 }
 
 function notice(text) {
-  appendToLog(el("li", "notice", text));
+  appendToLog(shown("li", "notice", text));
 }
 
 function nameOf(memberId) {
@@ -131,18 +140,18 @@ function nameOf(memberId) {
 function showMessage({ sender, ts, text, mine = false, failed = false }) {
   const item = el("li", `message${mine ? " mine" : ""}${failed ? " undecryptable" : ""}`);
   const meta = el("p", "meta");
-  meta.append(el("span", "sender", mine ? `${sender} (you)` : sender));
+  meta.append(shown("span", "sender", mine ? `${sender} (you)` : sender));
   meta.append(" ");
   const time = el("time", "sent", formatClock(ts));
   time.dateTime = new Date(ts).toISOString();
   meta.append(time);
-  item.append(meta, el("p", "text", failed ? "could not be decrypted" : text));
+  item.append(meta, shown("p", "text", failed ? "could not be decrypted" : text));
   appendToLog(item);
 }
 
 function showMembers() {
   const items = [...state.members].map(([id, name]) => {
-    const item = el("li", "member", name);
+    const item = shown("li", "member", name);
     if (id === state.me.id) item.append(" ", el("span", "tag", "you"));
     // The first member to join is the creator, and member ids start at 1 (PROTOCOL.md §2,
     // §3.1); the welcome only tells each member whether they themselves are the creator.

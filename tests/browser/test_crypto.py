@@ -186,10 +186,14 @@ def test_page_refuses_what_a_dishonest_relay_forges(people: People, relay: Relay
     assert undecryptable == ["could not be decrypted"] * 5
     assert "forged" not in (bob.page.text_content("#messages") or "")
 
-    # A message Python encrypted the documented way is read as any other; its counter only
-    # moves forward.
+    # A message Python encrypted the documented way, from a member id that has sent nothing
+    # yet, is read as any other; its counter only moves forward. (Alice's member id is bound
+    # to her own sid: one under a second sid from her is refused, and never shown below.)
     def from_python(text: str, n: int) -> None:
-        inject(sender + seal(link.key, link.room, {**fresh, "text": text, "n": n}))
+        inject((9).to_bytes(4, "big") + seal(link.key, link.room, {**fresh, "text": text, "n": n}))
+
+    inject(sender + seal(link.key, link.room, {**fresh, "text": "a second sid from Alice", "n": 1}))
+    bob.wait_for_notice(f"A repeated or out-of-order message from {alice_name} was ignored.")
 
     from_python("sealed in Python", 1)
     bob.wait_for_message("sealed in Python")
