@@ -19,6 +19,7 @@ import orjson
 
 from .allowance import CONNECTIONS, ROOMS, Allowance
 from .config import Settings
+from .liveness import Liveness
 from .pow import ChallengeError, ChallengeIssuer
 from .registry import Member, Registry, Room, RoomIds, secret_digest
 from .speedups import OP_TEXT, Connection, Flusher, Group, encode_frame
@@ -75,7 +76,8 @@ class Session:
     one for the rare caller that must wait for the end (an upgrade aiohttp answered).
     """
 
-    __slots__ = ("_lost", "address", "gateway", "linger", "member", "pinged_at", "room", "room_id")
+    __slots__ = ("_lost", "address", "due_slot", "gateway", "linger", "member", "pinged_at", "room",
+                 "room_id")
 
     def __init__(self, gateway: Gateway, room_id: str) -> None:
         self.gateway = gateway
@@ -83,6 +85,8 @@ class Session:
         self.room: Room | None = None
         self.member: Member | None = None
         self.pinged_at = 0.0
+        # Where pugfast.liveness filed the connection (-1: nowhere).
+        self.due_slot = -1
         self.linger: asyncio.TimerHandle | None = None
         self._lost: asyncio.Future[None] | None = None
         # The keyed hash of the client's address, while the per-address cap counts it.
@@ -96,6 +100,7 @@ class Session:
 
     def on_lost(self, conn: Connection) -> None:
         self.gateway.connections.discard(conn)
+        self.gateway.liveness.remove(conn)
         entrance = self.gateway.entrance
         if self.address is not None:
             entrance.release_address(self.address)
@@ -163,6 +168,11 @@ class Gateway:
         self._next_capacity_warning = {ROOMS: 0.0, CONNECTIONS: 0.0}
         self.clock = loop.time
         self._loop = loop
+        # The join timeout, pings and the idle timeout, by deadline (pugfast/liveness.py).
+        self.liveness = Liveness(settings.join_timeout, settings.ping_interval,
+                                 settings.idle_timeout, loop.time())
+        self._sweep_at = 0.0
+        self._sweeper: asyncio.Handle | None = None
         # Aggregates for --metrics-listen: counts by reason, never by room or address.
         self.rooms_created = 0
         self.rooms_ended: Counter[str] = Counter()
@@ -342,6 +352,7 @@ class Gateway:
         session = Session(self, room_id)
         conn.begin(session)
         self.connections.add(conn)
+        self.liveness.add(conn)
         return session
 
     def open_connection(self, transport: Any, room_id: str) -> tuple[Connection, Session]:
@@ -349,6 +360,7 @@ class Gateway:
         session = Session(self, room_id)
         conn = self.new_connection(transport, session)
         self.connections.add(conn)
+        self.liveness.add(conn)
         return conn, session
 
     def handle_text(self, session: Session, conn: Connection, payload: bytes) -> None:
@@ -431,31 +443,25 @@ class Gateway:
 
     # -- liveness ------------------------------------------------------------------------
 
-    def sweep(self) -> None:
-        """Close connections that did not join in time or fell silent; ping quiet ones."""
-        s = self.settings
-        now = self.clock()
-        for conn in list(self.connections):
-            if conn.closing:
-                continue
-            session = conn.session
-            if session.member is None:
-                if now - conn.opened_at >= s.join_timeout:
-                    conn.close(CLOSE_JOIN_TIMEOUT, "no join in time")
-                continue
-            silent = now - conn.last_activity
-            if silent >= s.idle_timeout:
-                conn.close(CLOSE_GOING_AWAY, "idle timeout")
-            elif silent >= s.ping_interval and now - session.pinged_at >= s.ping_interval:
-                session.pinged_at = now
-                conn.ping()
+    def start_liveness(self) -> None:
+        """Sweep the liveness wheel at every tick from now on (``stop_liveness`` ends it)."""
+        self._sweep_at = self.liveness.next_sweep(self.clock())
+        self._sweeper = self._loop.call_at(self._sweep_at, self._sweep_liveness)
 
-    async def sweep_forever(self) -> None:
-        s = self.settings
-        tick = max(0.02, min(1.0, s.join_timeout / 4, s.ping_interval / 4))
-        while True:
-            await asyncio.sleep(tick)
-            self.sweep()
+    def stop_liveness(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep_liveness(self) -> None:
+        # A timer may fire a hair early: the tick it was set for has come all the same.
+        now = max(self.clock(), self._sweep_at)
+        if self.liveness.sweep(now):
+            # More are due: the next slice in the next loop iteration, after its I/O.
+            self._sweeper = self._loop.call_soon(self._sweep_liveness)
+        else:
+            self._sweep_at = self.liveness.next_sweep(now)
+            self._sweeper = self._loop.call_at(self._sweep_at, self._sweep_liveness)
 
     async def close_all(self, timeout: float = 2.0) -> None:
         """Close every connection with 1001, give the clients ``timeout`` seconds to hang up,

@@ -7,6 +7,8 @@ listens on its own address (typically loopback) so it is never exposed with the 
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
@@ -52,11 +54,56 @@ SERIES: dict[str, tuple[str, str]] = {
     "pugfast_capacity_refusals_total": ("counter", "Room creations and upgrades answered 503 "
                                         "because --max-rooms or --max-connections was reached, "
                                         "by cap."),
+    "pugfast_event_loop_lag_seconds": ("gauge", "How late the event loop ran a timer over the "
+                                       "last minute: its 99th percentile and its maximum "
+                                       "(quantile 1), of the slowest process."),
 }
+# Series that add up across processes by their largest value rather than their sum.
+WORST_OF = frozenset({"pugfast_event_loop_lag_seconds"})
 
 
-def snapshot(gateway: Gateway) -> Snapshot:
-    """The current value of every series for one relay process."""
+class LoopLag:
+    """Measures how late the event loop runs a timer set for a moment: the time a ready
+    callback waits behind whatever holds the loop (a long callback, a collection of the
+    garbage collector). A probe every ``interval`` seconds; ``quantiles`` over the last
+    ``window`` seconds."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = 0.1, window: float = 60.0) -> None:
+        self._loop = loop
+        self._interval = interval
+        self._samples: collections.deque[float] = collections.deque(maxlen=int(window / interval))
+        self._due = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self._due = self._loop.time() + self._interval
+        self._timer = self._loop.call_at(self._due, self._probe)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _probe(self) -> None:
+        now = self._loop.time()
+        self._samples.append(max(0.0, now - self._due))
+        self._due = now + self._interval
+        self._timer = self._loop.call_at(self._due, self._probe)
+
+    def quantiles(self) -> tuple[float, float]:
+        """The 99th percentile and the maximum of the lag over the window (0 before any)."""
+        if not self._samples:
+            return 0.0, 0.0
+        ordered = sorted(self._samples)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], ordered[-1]
+
+    def snapshot(self) -> Snapshot:
+        p99, worst = self.quantiles()
+        return {"pugfast_event_loop_lag_seconds": [('{quantile="0.99"}', p99), ('{quantile="1"}', worst)]}
+
+
+def snapshot(gateway: Gateway, lag: LoopLag | None = None) -> Snapshot:
+    """The current value of every series for one relay process (the loop's lag, with ``lag``)."""
     engine = gateway.flusher
     door = gateway.entrance
     return {
@@ -81,17 +128,21 @@ def snapshot(gateway: Gateway) -> Snapshot:
         "pugfast_address_cap_refusals_total": [("", door.address_refusals if door else 0)],
         "pugfast_capacity_refusals_total":
             [(f'{{cap="{name}"}}', gateway.capacity_refusals[kind]) for kind, name in CAPS],
+        **(lag.snapshot() if lag is not None else {}),
     }
 
 
 def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
-    """The sum of several snapshots, sample by sample."""
+    """The sum of several snapshots, sample by sample (the largest, for ``WORST_OF``)."""
     totals: dict[str, dict[str, float]] = {name: {} for name in SERIES}
     for snap in snapshots:
         for name, samples in snap.items():
             if name in totals:
                 for labels, value in samples:
-                    totals[name][labels] = totals[name].get(labels, 0) + value
+                    if name in WORST_OF:
+                        totals[name][labels] = max(totals[name].get(labels, 0), value)
+                    else:
+                        totals[name][labels] = totals[name].get(labels, 0) + value
     return {name: list(samples.items()) for name, samples in totals.items()}
 
 

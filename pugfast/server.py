@@ -1,4 +1,4 @@
-"""Running the relay: the listening socket, the liveness sweep, and a clean shutdown.
+"""Running the relay: the listening socket, the gateway's timers, and a clean shutdown.
 
 A relay either listens itself, or (as one worker of ``--workers N``) takes the connections
 its supervisor hands it over a WorkerLink and never opens a socket of its own.
@@ -7,7 +7,6 @@ its supervisor hands it over a WorkerLink and never opens a socket of its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import signal
@@ -23,7 +22,7 @@ from .app import make_app
 from .config import Settings
 from .frontdoor import Entrance
 from .gateway import Gateway
-from .metrics import render, serve_metrics, snapshot
+from .metrics import LoopLag, render, serve_metrics, snapshot
 from .registry import RoomIds
 from .speedups import IMPLEMENTATION
 from .workers.link import WorkerLink
@@ -104,7 +103,8 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._acceptor: Acceptor | None = None
         self._metrics_runner: web.AppRunner | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        # With --metrics-listen, how late the loop runs timers (a stall shows on a dashboard).
+        self.loop_lag: LoopLag | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -130,14 +130,17 @@ class Relay:
         # and hands everything else to aiohttp's server (pugfast/frontdoor.py).
         self._entrance = Entrance(gateway, self._runner.server, tls=s.tls)
         self._entrance.start(loop)
-        self._sweeper = loop.create_task(gateway.sweep_forever())
+        gateway.start_liveness()
+        if s.metrics_address is not None:
+            self.loop_lag = LoopLag(loop)
+            self.loop_lag.start()
         # What start-up made (modules, the application, tables) lives as long as the relay:
         # the cyclic garbage collector need not walk it again at every full collection, which
         # with many connections open comes round often during a join storm.
         gc.freeze()
         if link is not None:
             self._entrance.release_address = link.connection_closed
-            link.start(loop, self._adopt, lambda: snapshot(gateway), gateway.give_back,
+            link.start(loop, self._adopt, lambda: snapshot(gateway, self.loop_lag), gateway.give_back,
                        self._on_link_lost)
             log.debug("worker %d of %d ready (engine: %s)", link.index + 1, link.workers,
                       IMPLEMENTATION)
@@ -155,7 +158,7 @@ class Relay:
             self._acceptor.start()
         if s.metrics_address is not None:
             async def text() -> str:
-                return render(snapshot(gateway))
+                return render(snapshot(gateway, self.loop_lag))
 
             self._metrics_runner, self.metrics_port = await serve_metrics(text, *s.metrics_address)
             log.info("metrics on port %d at /metrics", self.metrics_port)
@@ -205,11 +208,10 @@ class Relay:
 
         Calling it again does nothing.
         """
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        if self.gateway is not None:
+            self.gateway.stop_liveness()
+        if self.loop_lag is not None:
+            self.loop_lag.stop()
         if self.link is not None:
             self.link.close()
         # First refuse new connections, so none arrives while members are being closed (and

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import signal
+import time
 
-from support import running_relay
+import aiohttp
+from support import running_relay, running_workers
 
 
 def parse(text: str) -> dict[str, float]:
@@ -52,7 +57,8 @@ async def test_metrics_count_a_session_and_name_nothing_private() -> None:
         assert room["room"] not in text and room["secret"] not in text
         assert "127.0.0.1" not in text
         labels = set(re.findall(r"\{([^}]*)\}", text))
-        fixed = r'(reason|cap)="[a-z_]+"|version="[^"]+",engine="[a-z]+",workers="[0-9]+"'
+        fixed = (r'(reason|cap)="[a-z_]+"|quantile="(0\.99|1)"'
+                 r'|version="[^"]+",engine="[a-z]+",workers="[0-9]+"')
         assert all(re.fullmatch(fixed, x) for x in labels)
         # The relay's own port does not serve them.
         async with r.session.get(f"{r.base}/metrics") as response:
@@ -62,3 +68,39 @@ async def test_metrics_count_a_session_and_name_nothing_private() -> None:
 async def test_metrics_are_off_by_default() -> None:
     async with running_relay() as r:
         assert r.relay.metrics_port is None
+
+
+async def scrape(port: int) -> dict[str, float]:
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return parse(await response.text())
+
+
+LAG_P99 = 'pugfast_event_loop_lag_seconds{quantile="0.99"}'
+LAG_MAX = 'pugfast_event_loop_lag_seconds{quantile="1"}'
+
+
+async def test_the_event_loop_lag_shows_a_stall() -> None:
+    async with running_relay(metrics_listen="127.0.0.1:0") as r:
+        assert r.relay is not None and r.relay.metrics_port is not None
+        await asyncio.sleep(0.35)
+        calm = await scrape(r.relay.metrics_port)
+        assert 0 <= calm[LAG_P99] <= calm[LAG_MAX] < 0.3
+        time.sleep(0.4)  # the loop is held, as by a long callback or a collection
+        await asyncio.sleep(0.25)
+        stalled = await scrape(r.relay.metrics_port)
+        assert stalled[LAG_MAX] >= 0.3
+
+
+async def test_with_workers_the_lag_is_the_slowest_process() -> None:
+    async with running_workers(2, metrics_listen="127.0.0.1:0") as supervisor:
+        assert supervisor.metrics_port is not None
+        process = supervisor.workers[1].process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)  # worker 1's loop is held for 0.4 s
+        await asyncio.sleep(0.4)
+        os.kill(process.pid, signal.SIGCONT)
+        await asyncio.sleep(0.25)
+        samples = await scrape(supervisor.metrics_port)
+        assert samples[LAG_MAX] >= 0.3
+        assert samples[LAG_P99] <= samples[LAG_MAX]

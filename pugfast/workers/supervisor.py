@@ -42,7 +42,7 @@ from .. import __version__
 from ..acceptor import listen, raise_open_file_limit
 from ..allowance import CONNECTIONS, ROOMS, CapBroker
 from ..config import Settings
-from ..metrics import merge, render, serve_metrics
+from ..metrics import LoopLag, merge, render, serve_metrics
 from ..pow import SpentTokens
 from ..speedups import IMPLEMENTATION
 from . import channel
@@ -117,6 +117,9 @@ class Supervisor:
         self._requests = itertools.count(1)
         self._metrics: dict[int, asyncio.Future[Any]] = {}
         self._metrics_runner: web.AppRunner | None = None
+        # With --metrics-listen, how late the supervisor's own loop runs timers: a stall
+        # here holds up every new connection.
+        self.loop_lag: LoopLag | None = None
         self._stopping = False
         self.restarts = 0
 
@@ -143,6 +146,8 @@ class Supervisor:
             raise RuntimeError("the worker processes could not start (see the lines above)")
         self.router.start(loop, listener)
         if s.metrics_address is not None:
+            self.loop_lag = LoopLag(loop)
+            self.loop_lag.start()
             self._metrics_runner, self.metrics_port = await serve_metrics(
                 self.metrics_text, *s.metrics_address
             )
@@ -159,6 +164,8 @@ class Supervisor:
             return
         self._stopping = True
         self.router.stop()
+        if self.loop_lag is not None:
+            self.loop_lag.stop()
         for worker in self.workers:
             if worker.process is not None and worker.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -429,5 +436,6 @@ class Supervisor:
             "pugfast_http_deadline_closes_total": [("", router.deadline_closes)],
             "pugfast_pending_evictions_total": [("", router.evictions)],
             "pugfast_address_cap_refusals_total": [("", router.addresses.refusals)],
+            **(self.loop_lag.snapshot() if self.loop_lag is not None else {}),
         })
         return render(merge(snapshots), workers=len(self.workers))
