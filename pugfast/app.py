@@ -43,6 +43,7 @@ _STATUS_CODES = {
     405: "method_not_allowed",
     408: "request_timeout",
     413: "too_large",
+    417: "expectation_failed",
     426: "upgrade_required",
     429: "rate_limited",
     503: "at_capacity",
@@ -308,12 +309,42 @@ def make_app(gateway: Gateway) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[GATEWAY] = gateway
     app.on_response_prepare.append(add_security_headers)
-    app.router.add_get("/", home)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/limits", limits)
-    app.router.add_post("/api/challenge", challenge)
-    app.router.add_post("/api/rooms", create_room)
-    app.router.add_get(f"/r/{{room:{ROOM_ID}}}", room_page)
-    app.router.add_get(f"/r/{{room:{ROOM_ID}}}/ws", websocket, allow_head=False)
-    app.router.add_get("/static/{path:.*}", static_file)
+    router, expect = app.router, {"expect_handler": answer_expect}
+    router.add_get("/", home, **expect)
+    router.add_get("/healthz", healthz, **expect)
+    router.add_get("/api/limits", limits, **expect)
+    router.add_post("/api/challenge", challenge, **expect)
+    router.add_post("/api/rooms", create_room, **expect)
+    router.add_get(f"/r/{{room:{ROOM_ID}}}", room_page, **expect)
+    router.add_get(f"/r/{{room:{ROOM_ID}}}/ws", websocket, allow_head=False, **expect)
+    router.add_get("/static/{path:.*}", static_file, **expect)
+    # Last: everything no route above takes, so that its Expect header is answered here too.
+    router.add_route("*", "/{path:.*}", no_route, **expect)
     return app
+
+
+async def answer_expect(request: web.Request) -> web.StreamResponse | None:
+    """The answer to an ``Expect`` header, on every path: ``100-continue`` gets its interim
+    100; any other expectation the relay's JSON 417. aiohttp's own answer to the latter echoes
+    the header into a plain-text body, and when the header is not UTF-8 it fails with a 500
+    and an ERROR line: anyone could fill the log at will."""
+    if request.version < (1, 1):
+        return None  # HTTP/1.0 has no Expect (RFC 9110, section 10.1.1)
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return None
+    response = json_error(417, "expectation_failed", "the only expectation understood is 100-continue")
+    response.force_close()
+    return response
+
+
+async def no_route(request: web.Request) -> web.StreamResponse:
+    """A path no route takes (404), or a method its route does not (405, with Allow)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not request.match_info.route.resource:
+            _match, methods = await resource.resolve(request)
+            allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, allowed)
+    raise web.HTTPNotFound()

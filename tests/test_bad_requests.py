@@ -294,3 +294,47 @@ def test_the_filter_is_installed_once_by_configure_logging() -> None:
         root.handlers[:], server.filters[:] = saved[0], saved[2]
         root.setLevel(saved[1])
         logging.getLogger("aiohttp.access").disabled = saved[3]
+
+
+EXPECTATIONS = [
+    ("not UTF-8, on a page", b"GET / HTTP/1.1\r\n" + H + b"Expect: \xff\xfe\r\n\r\n"),
+    ("not UTF-8, on no route", b"GET /nope HTTP/1.1\r\n" + H + b"Expect: \xc3(\r\n\r\n"),
+    ("unknown, on a room page", b"GET /r/" + R + b" HTTP/1.1\r\n" + H + b"Expect: magic\r\n\r\n"),
+    ("unknown, on the API", POST + b"Expect: 200-ok\r\nContent-Length: 2\r\n\r\n{}"),
+    ("unknown, on a wrong method", b"DELETE /api/limits HTTP/1.1\r\n" + H + b"Expect: x\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("request_bytes", [b for _, b in EXPECTATIONS], ids=[i for i, _ in EXPECTATIONS])
+async def test_any_expectation_but_100_continue_is_a_json_417_on_every_path(request_bytes: bytes) -> None:
+    # aiohttp's own answer echoed the header into a text body, and for one that is not UTF-8
+    # failed with a 500 and an ERROR line: anyone could fill the log at will.
+    async with running_relay() as r:
+        with captured_log() as records:
+            status, headers, body = parse(await exchange(r.port, request_bytes))
+            await asyncio.sleep(0.05)
+        assert_json_error(status, headers, body, 417, "expectation_failed")
+        # The relay's headers (the CSP is for the Host sent, here without a port).
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["Cache-Control"] == "no-store"
+        assert "Content-Security-Policy" in headers and headers["Connection"] == "close"
+        assert_nothing_leaked(records, ROOM)
+
+
+async def test_expect_100_continue_gets_its_100_and_then_the_answer() -> None:
+    async with running_relay() as r:
+        answer = await exchange(r.port, b"POST /api/challenge HTTP/1.1\r\n" + H
+                                + b"Expect: 100-continue\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 ")
+        status, _, body = parse(answer.split(b"\r\n\r\n", 1)[1])
+        assert status == 200 and "token" in orjson.loads(body)
+
+
+async def test_no_route_is_404_and_a_wrong_method_405_with_allow() -> None:
+    async with running_relay() as r:
+        status, headers, body = parse(await exchange(r.port, b"PUT /api/limits HTTP/1.1\r\n" + H
+                                                     + b"Connection: close\r\n\r\n"))
+        assert_json_error(status, headers, body, 405, "method_not_allowed")
+        assert set(headers["Allow"].split(",")) >= {"GET", "HEAD"}
+        status, headers, body = parse(await exchange(r.port, b"PUT /no/such/path HTTP/1.1\r\n" + H
+                                                     + b"Connection: close\r\n\r\n"))
+        assert_json_error(status, headers, body, 404, "not_found")
