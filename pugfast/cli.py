@@ -102,7 +102,8 @@ def serve(settings: Settings) -> int:
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
         relay: Relay | Supervisor = (
-            Supervisor(settings, on_failure=stop.set) if settings.workers > 1 else Relay(settings)
+            Supervisor(settings, on_failure=stop.set) if settings.workers > 1
+            else Relay(settings, freeze_survivors=True)
         )
         try:
             await relay.start()

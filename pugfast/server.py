@@ -19,6 +19,7 @@ from aiohttp import web
 from . import __version__
 from .acceptor import BACKLOG, RESERVED_DESCRIPTORS, Acceptor, listen, raise_open_file_limit
 from .app import make_app
+from .collector import FreezeSurvivors
 from .config import Settings
 from .frontdoor import Entrance
 from .gateway import Gateway
@@ -88,9 +89,14 @@ class Relay:
         shutdown_grace: float = 2.0,
         link: WorkerLink | None = None,
         on_link_lost: Callable[[], None] = lambda: None,
+        freeze_survivors: bool = False,
     ) -> None:
         self.settings = settings
         self.link = link
+        # A process of its own (not a relay inside a test, say) keeps the garbage collector's
+        # pauses short (pugfast/collector.py).
+        self._freeze_survivors = freeze_survivors
+        self._collector: FreezeSurvivors | None = None
         self._on_link_lost = on_link_lost
         self._adopting: set[asyncio.Task[None]] = set()
         # How long members get to hang up after the 1001 close before they are dropped.
@@ -138,6 +144,9 @@ class Relay:
         # the cyclic garbage collector need not walk it again at every full collection, which
         # with many connections open comes round often during a join storm.
         gc.freeze()
+        if self._freeze_survivors and FreezeSurvivors.suits(loop):
+            self._collector = FreezeSurvivors(loop)
+            self._collector.start()
         if link is not None:
             self._entrance.release_address = link.connection_closed
             link.start(loop, self._adopt, lambda: snapshot(gateway, self.loop_lag), gateway.give_back,
@@ -212,6 +221,8 @@ class Relay:
             self.gateway.stop_liveness()
         if self.loop_lag is not None:
             self.loop_lag.stop()
+        if self._collector is not None:
+            self._collector.stop()
         if self.link is not None:
             self.link.close()
         # First refuse new connections, so none arrives while members are being closed (and

@@ -30,7 +30,7 @@ def main(argv: list[str]) -> int:
         stop = asyncio.Event()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
-        relay = Relay(settings, link=link, on_link_lost=stop.set)
+        relay = Relay(settings, link=link, on_link_lost=stop.set, freeze_survivors=True)
         await relay.start()
         await stop.wait()
         await relay.stop()
