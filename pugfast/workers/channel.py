@@ -88,6 +88,10 @@ def _kind(byte: bytes) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Hello:
+    """The supervisor's first message to a new worker: its settings (as a dict), its index and
+    the number of workers, the key challenge tokens are signed with, and its first allowance
+    of each cap."""
+
     KIND: ClassVar[bytes] = b"H"
     settings: dict[str, Any]
     worker: int
@@ -110,6 +114,10 @@ class Hello:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Connection:
+    """A connection for the worker, its descriptor attached: its address key when the per-
+    address cap counts it, and the bytes the supervisor read from it (its request line, at
+    least)."""
+
     KIND: ClassVar[bytes] = b"C"
     address: bytes | None
     prefix: bytes
@@ -159,6 +167,9 @@ class TokenAnswer(_YesOrNo):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Grant:
+    """``count`` more slots of the cap the worker asked for in ``request`` (0: the relay is
+    full)."""
+
     KIND: ClassVar[bytes] = b"g"
     request: int
     count: int
@@ -175,6 +186,8 @@ class Grant:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GiveBack:
+    """Give back the slots of cap ``kind`` that you hold and do not use."""
+
     KIND: ClassVar[bytes] = b"k"
     kind: str
 
@@ -190,6 +203,8 @@ class GiveBack:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MetricsWanted:
+    """Send your metrics, answering ``request``."""
+
     KIND: ClassVar[bytes] = b"m"
     request: int
 
@@ -206,6 +221,8 @@ class MetricsWanted:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Ready:
+    """The worker serves."""
+
     KIND: ClassVar[bytes] = b"R"
 
     def fields(self) -> bytes:
@@ -248,6 +265,8 @@ class TokenClaim(_AboutAToken):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Acquire:
+    """More slots of cap ``kind``: ``need`` of them are waited for now."""
+
     KIND: ClassVar[bytes] = b"A"
     request: int
     kind: str
@@ -264,6 +283,8 @@ class Acquire:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GivenBack:
+    """``count`` slots of cap ``kind`` given back."""
+
     KIND: ClassVar[bytes] = b"K"
     kind: str
     count: int
@@ -280,6 +301,8 @@ class GivenBack:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MetricsReport:
+    """The worker's metrics snapshot (pugfast.metrics), answering ``request``."""
+
     KIND: ClassVar[bytes] = b"M"
     request: int
     data: dict[str, Any]
@@ -298,6 +321,8 @@ class MetricsReport:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Closed:
+    """A connection counted under ``address`` ended."""
+
     KIND: ClassVar[bytes] = b"X"
     address: bytes
 
