@@ -58,7 +58,7 @@ _DONE = (True, b"")
 
 RATE_LIMITED = b'{"type":"error","code":"rate_limited"}'
 _RATE_LIMITED_FRAME = encode_frame(OP_TEXT, RATE_LIMITED)
-# The rate-limit notice is sent at most this often (PROTOCOL.md §3.4).
+# The rate-limit notice is sent at most this often (docs/protocol.md §6.5).
 RATE_NOTICE_INTERVAL = 1.0
 CLOSE_BAD_MESSAGE = 4400
 CLOSE_SLOW_CONSUMER = 4503
@@ -299,8 +299,9 @@ class Connection:
                 elif opcode == OP_PING:
                     self._queue(encode_frame(OP_PONG, event[1]))
                 elif opcode == OP_CLOSE:
-                    # Echo the peer's code; an empty close is answered with 1000 (§3.5). The
-                    # close handshake is then complete, so the TCP connection can go at once.
+                    # Echo the peer's code; an empty close is answered with 1000
+                    # (docs/protocol.md §6.10). The close handshake is then complete, so the
+                    # TCP connection can go at once.
                     self._peer_closed = True
                     self.close(event[1] or 1000)
                 # An unsolicited pong is ignored; its arrival already counted as activity.
@@ -377,7 +378,7 @@ class Connection:
     def _write_early(self) -> None:
         # One iteration's burst can pass the bound on its own: twenty members sending 64 KiB
         # each at once queue 1.25 MiB for every recipient. The bound is on what the member's
-        # socket could not take (§3.4), so offer the pending bytes to the transport now, not
+        # socket could not take (docs/protocol.md §6.6), so offer the pending bytes to the transport now, not
         # at the end of the iteration, and judge by what it still holds. A prompt reader's
         # socket takes them; only a member whose socket is full is cut off. This runs only
         # past the bound, so the common path pays nothing for it.
@@ -409,7 +410,7 @@ class Connection:
             self._flusher._mark(self)
 
     def _drop_slow_consumer(self) -> None:
-        # Best effort (§3.4): the close frame goes out only if the socket takes it now, and
+        # Best effort (docs/protocol.md §6.6): the close frame goes out only if the socket takes it now, and
         # the connection is dropped either way, with nothing more buffered for it.
         self.closing = True
         self._aborted = True

@@ -1,11 +1,11 @@
-"""The WebSocket frame codec (RFC 6455, PROTOCOL.md §3.5), sans I/O, in pure Python.
+"""The WebSocket frame codec (RFC 6455, docs/protocol.md §6.9), sans I/O, in pure Python.
 
 This is the twin of the compiled codec in _ext/pugfast/_frames.pxi: both expose the same names
 and give the same events and errors however the input is split into ``feed()`` calls
 (tests/test_frames_differential.py holds them to it); pugfast/speedups.py picks one.
 
 A frame header is checked rule by rule as soon as the bytes that prove each rule are present,
-in the order of PROTOCOL.md §3.5, so that where the input is cut never changes the outcome:
+in the order of docs/protocol.md §6.9, so that where the input is cut never changes the outcome:
 
 - byte 0: reserved bits, opcode, fragmented control frame;
 - byte 1: control frame length, mask bit, continuation or data frame against the message state;
@@ -44,7 +44,7 @@ def _close_code_allowed(code: int) -> bool:
 
 
 class FrameParser:
-    """Turns the bytes a WebSocket peer sends into events, enforcing PROTOCOL.md §3.5.
+    """Turns the bytes a WebSocket peer sends into events, enforcing docs/protocol.md §6.9.
 
     ``require_mask=True`` parses a client's frames (a server's parser: every frame must be
     masked); ``require_mask=False`` parses a server's frames (every frame must be unmasked).

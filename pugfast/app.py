@@ -1,4 +1,4 @@
-"""The HTTP side of the relay (PROTOCOL.md §1): pages, assets, the API and the upgrade.
+"""The HTTP side of the relay (docs/protocol.md §2): pages, assets, the API and the upgrade.
 
 aiohttp serves every plain HTTP request. A WebSocket upgrade is nearly always answered by the
 front door before aiohttp sees it (pugfast/frontdoor.py); the ones that reach aiohttp are the
@@ -69,7 +69,7 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error response is ``{"error": CODE, "message": TEXT}`` (PROTOCOL.md §1)."""
+    """Every error response is ``{"error": CODE, "message": TEXT}`` (docs/protocol.md §2.3)."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -105,7 +105,7 @@ async def request_arrived(request: web.Request, handler: Any) -> web.StreamRespo
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request's body, which must arrive by the request deadline (PROTOCOL.md §1.0);
+    """The request's body, which must arrive by the request deadline (docs/protocol.md §2.6);
     raises web.HTTPRequestTimeout (408) when it does not."""
     body_by = request.get(BODY_BY)
     if body_by is None:

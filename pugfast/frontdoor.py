@@ -1,6 +1,6 @@
 """Where every connection starts: a room's WebSocket upgrade is answered here, and
 everything else is handed to aiohttp untouched, bytes and all; and the guards that keep slow,
-idle and flooding clients from holding the relay's connections (PROTOCOL.md §1.0).
+idle and flooding clients from holding the relay's connections (docs/protocol.md §2.6).
 
 **The upgrade.** A chat relay's connections are WebSockets that sit idle for hours, and they
 arrive in storms (a restart, a network blip). So the upgrade does not go through aiohttp's

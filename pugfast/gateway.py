@@ -44,7 +44,7 @@ _REFUSAL_LABELS = {
     CLOSE_WRONG_SECRET: "wrong_secret",
 }
 _NOT_CREATOR = orjson.dumps({"type": "error", "code": "not_creator"})
-# The messages of a join and a leave (PROTOCOL.md §3.1, §3.3), filled with byte strings that
+# The messages of a join and a leave (docs/protocol.md §6.2, §6.4), filled with byte strings that
 # are JSON already (Member.describe) and integers.
 _WELCOME = b'{"type":"welcome","you":%b,"creator":%b,"members":[%b],"expires":%d,"capacity":%d}'
 _JOINED = b'{"type":"join","member":%b}'
@@ -64,7 +64,7 @@ CAPACITY_WARNING_INTERVAL = 60.0
 # write, or alone once this has passed. When a room's members come back together (a restart,
 # a network blip), each member then gets one write for their notices instead of one per
 # joiner. Order is kept: a message never overtakes the notices queued before it
-# (docs/protocol-notes.md).
+# (docs/protocol.md §6.2).
 PRESENCE_DEFERRAL = 0.010
 
 
@@ -184,7 +184,7 @@ class Gateway:
     # -- rooms ---------------------------------------------------------------------------
 
     async def check_challenge(self, token: str, nonce: str) -> None:
-        """Check a challenge answer in PROTOCOL.md §1.2's order, across workers too: token
+        """Check a challenge answer in docs/protocol.md §4.1's order, across workers too: token
         authentic and unexpired, unspent (here or at another worker), then the proof.
 
         Raises ChallengeError (see ChallengeIssuer.check).

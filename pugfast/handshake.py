@@ -65,7 +65,7 @@ def check_upgrade(headers: Mapping[str, str]) -> str:
 
 
 def origin_allowed(origin: str | None, allowed: str | None, scheme: str, host: str) -> bool:
-    """Whether a request's Origin header may open a WebSocket (PROTOCOL.md §3).
+    """Whether a request's Origin header may open a WebSocket (docs/protocol.md §6.1).
 
     A request without Origin (not from a browser) is allowed. Otherwise it must equal the
     configured origin, or, when none is configured, the request's own scheme and host. The

@@ -1,4 +1,4 @@
-"""Proof-of-work challenges for room creation (PROTOCOL.md §1.1), with no I/O and no clock.
+"""Proof-of-work challenges for room creation (docs/protocol.md §3), with no I/O and no clock.
 
 A token is ``<deadline>.<random>.<mac>``: the deadline in milliseconds on the issuer's own
 monotonic timeline, 12 random bytes, and an HMAC-SHA-256 of both under a key made in memory
@@ -122,7 +122,7 @@ class ChallengeIssuer:
         return f"{body}.{self._mac(body)}", deadline_ms / 1000
 
     def check(self, token: str, nonce: str, now: float) -> None:
-        """Check an answer, in the order PROTOCOL.md §1.2 gives, without spending the token.
+        """Check an answer, in the order docs/protocol.md §4.1 gives, without spending the token.
 
         Raises ChallengeError: 403 ``bad_proof`` for a token this issuer did not make or a nonce
         that does not meet the difficulty, 410 ``challenge_expired``, 409 ``challenge_used``.

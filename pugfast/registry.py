@@ -49,7 +49,7 @@ class Room:
     joined_once: bool = False
     timer: Any = None
     # Every member's ``describe()``, comma-separated, in join order: the list a welcome
-    # carries (PROTOCOL.md §3.1), kept so that a join does not build it again.
+    # carries (docs/protocol.md §6.2), kept so that a join does not build it again.
     roster: bytes = b""
 
     def add_member(self, conn: Any) -> Member:

@@ -1,4 +1,4 @@
-"""A short chat against a running relay, walking the six lifecycle steps of PROTOCOL.md.
+"""A short chat against a running relay, walking a room's life as docs/protocol.md §3-§6 tells it.
 
     python scripts/chat_smoke.py http://127.0.0.1:3000
 

@@ -53,7 +53,7 @@ def expected_csp(port: int) -> dict[str, set[str]]:
 
 
 def assert_security_headers(headers: Any, port: int, *, no_store: bool = True) -> None:
-    """The headers every response carries (PROTOCOL.md §1); ``headers`` is case-insensitive
+    """The headers every response carries (docs/protocol.md §2.4); ``headers`` is case-insensitive
     (aiohttp's) or a dict with lower-case names (RawClient's)."""
     def get(name: str) -> str | None:
         return headers.get(name, headers.get(name.lower()))

@@ -2,7 +2,7 @@
 ERROR; what is logged of them (at debug) names no address, path or room.
 
 Two kinds: those aiohttp's parser refuses before the relay sees a request (a 400 from the HTTP
-layer, docs/protocol-notes.md), and those that reach the relay's handlers, which answer with
+layer, docs/protocol.md §2.3), and those that reach the relay's handlers, which answer with
 the relay's JSON error and headers. A fault of the relay itself still logs at ERROR.
 """
 

@@ -1,4 +1,4 @@
-"""Proof-of-work challenges and room creation over HTTP (PROTOCOL.md §1.1, §1.2): token shape,
+"""Proof-of-work challenges and room creation over HTTP (docs/protocol.md §3, §4): token shape,
 the order of the checks, what spends a token, nonce rules and the clamping of ttl/capacity."""
 
 from __future__ import annotations

@@ -266,7 +266,7 @@ def test_the_solver_refuses_impossible_difficulties() -> None:
 @pytest.mark.parametrize("module", ["_b64u", "link", "crypto", "message", "replay", "fingerprint", "events"])
 def test_the_pure_modules_do_no_io(module: str) -> None:
     """Links, encryption, the plaintext, the replay guard and the fingerprint are pure
-    functions (STYLE.md): they import no event loop, no network and no aiohttp."""
+    functions: they import no event loop, no network and no aiohttp."""
     import ast
 
     tree = ast.parse((REPO / "pugfast" / "client" / f"{module}.py").read_text())

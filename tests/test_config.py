@@ -1,4 +1,4 @@
-"""Settings: every flag of SPEC.md's table, its variables, defaults and refusals."""
+"""Settings: every flag of README.md's table, its variables, defaults and refusals."""
 
 from __future__ import annotations
 

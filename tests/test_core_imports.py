@@ -1,4 +1,4 @@
-"""The protocol core imports neither asyncio nor aiohttp (STYLE.md: a sans-I/O core).
+"""The protocol core imports neither asyncio nor aiohttp (a sans-I/O core, docs/engine.md).
 
 Each module is imported in a fresh interpreter, where nothing else can have pulled them in.
 """

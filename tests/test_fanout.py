@@ -125,7 +125,7 @@ async def test_a_member_that_never_reads_is_cut_off_and_the_others_get_everythin
 async def test_a_prompt_reader_is_not_cut_off_for_the_size_of_one_burst() -> None:
     # Four 32 KiB messages relayed from one read queue 128 KiB for each recipient within one
     # loop iteration, twice the bound; only the member whose socket stops taking bytes is a
-    # slow consumer (PROTOCOL.md §3.4).
+    # slow consumer (docs/protocol.md §6.6).
     bound = 64 * 1024
     async with running_relay(rate_limit=0, max_buffered_bytes=bound) as r:
         room = await r.create_room(capacity=3)

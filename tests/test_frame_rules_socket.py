@@ -1,4 +1,4 @@
-"""RFC 6455 frame rules as a client sees them over a real socket (PROTOCOL.md §3.5): for each
+"""RFC 6455 frame rules as a client sees them over a real socket (docs/protocol.md §6.9, §6.10): for each
 broken rule, the close code that comes back, then the end of the TCP connection; and the
 frames a well-behaved client may send (pings, fragments, closes) handled as the RFC says.
 

@@ -1,4 +1,4 @@
-"""The frame codec, table-driven, on both implementations (PROTOCOL.md §3.5, RFC 6455).
+"""The frame codec, table-driven, on both implementations (docs/protocol.md §6.9, RFC 6455).
 
 Every case is parsed from one feed() and again fed one byte at a time; both must give exactly
 the listed events, then the listed (close code, reason) or no error.

@@ -1,4 +1,4 @@
-"""The front door under slow, idle, flooding and crowding clients (PROTOCOL.md §1.0): request
+"""The front door under slow, idle, flooding and crowding clients (docs/protocol.md §2.6): request
 and keep-alive deadlines, the cap on connections that are not WebSockets, the per-address cap,
 and running out of file descriptors. Real sockets, on both event loops and both engines; the
 same guards with ``--workers 2``."""

@@ -1,4 +1,4 @@
-"""The relay's HTTP surface over real sockets (PROTOCOL.md §1): routes, errors as JSON, and
+"""The relay's HTTP surface over real sockets (docs/protocol.md §2): routes, errors as JSON, and
 the security headers on every response, the 101 included."""
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ HTTP_LAYER_ERRORS = [
     "request_bytes", [b for _, b in HTTP_LAYER_ERRORS], ids=[i for i, _ in HTTP_LAYER_ERRORS]
 )
 async def test_http_layer_errors_are_plain_and_end_the_connection(request_bytes: bytes) -> None:
-    # docs/protocol-notes.md: aiohttp answers these before the application sees the request,
+    # docs/protocol.md §2.3: aiohttp answers these before the application sees the request,
     # in plain text without the relay's headers; no HTML, no cookie, and the connection ends.
     async with running_relay() as r:
         reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
@@ -344,7 +344,7 @@ async def test_a_not_modified_page_still_carries_the_security_headers() -> None:
 
 
 async def test_a_create_body_that_is_not_utf8_is_400() -> None:
-    # PROTOCOL.md: "All JSON is UTF-8" (a parser that sniffs UTF-16 must not accept this).
+    # docs/protocol.md §1.1: every JSON text is UTF-8 (a parser that sniffs UTF-16 must not accept this).
     async with running_relay() as r:
         token = (await challenge(r))["token"]
         body = orjson.dumps({"token": token, "nonce": "0"}).decode().encode("utf-16")

@@ -1,4 +1,4 @@
-"""The room lifecycle over real sockets (PROTOCOL.md §2): every way a room ends, what its
+"""The room lifecycle over real sockets (docs/protocol.md §5): every way a room ends, what its
 members are told, that nothing of it is left behind, creator rights and capacity."""
 
 from __future__ import annotations

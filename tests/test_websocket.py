@@ -1,4 +1,4 @@
-"""The WebSocket side of the relay over real sockets (PROTOCOL.md §3.1-3.4): the opening
+"""The WebSocket side of the relay over real sockets (docs/protocol.md §6.1-§6.8): the opening
 handshake, join, relay, control messages and limits; and full chats with two independent
 client libraries (websockets, aiohttp) to show the relay is no friend of one client only."""
 
@@ -32,7 +32,7 @@ from protocol_helpers import (
 )
 from support import RawClient, client_frame, running_relay
 
-# -- join (§3.1) ----------------------------------------------------------------------------
+# -- join (docs/protocol.md §6.2) ------------------------------------------------------------
 
 FIRST_MESSAGES = [
     ("other_type", 1, b'{"type":"hello"}'),
@@ -222,7 +222,7 @@ async def test_leave_events_reach_everyone_left_at_once() -> None:
             assert await client.recv_json(timeout=1) == {"type": "leave", "member": wb["you"]}
 
 
-# -- relay and control messages (§3.2, §3.3) --------------------------------------------------
+# -- relay and control messages (docs/protocol.md §6.3, §6.4) --------------------------------
 
 
 async def test_binary_goes_to_every_other_member_with_the_sender_id_and_no_echo() -> None:
@@ -307,7 +307,7 @@ async def test_unknown_fields_are_ignored() -> None:
         assert await b.recv_json() == {"type": "error", "code": "not_creator"}
 
 
-# -- limits and liveness (§3.4) --------------------------------------------------------------
+# -- limits and liveness (docs/protocol.md §6.5-§6.8) ----------------------------------------
 
 
 async def test_rate_limit_drops_the_excess_and_says_so_once() -> None:
@@ -418,7 +418,7 @@ async def test_max_connections_refuses_the_upgrade_with_503_json() -> None:
         _third, _ = await r.member(room)
 
 
-# -- the opening handshake (§3) --------------------------------------------------------------
+# -- the opening handshake (docs/protocol.md §6.1) -------------------------------------------
 
 
 def upgrade_request(port: int, room_id: str, **fields: str | None) -> bytes:

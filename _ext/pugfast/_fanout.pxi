@@ -266,8 +266,9 @@ cdef class Connection:
                 elif opcode == WS_PING:
                     self._queue_bytes(_frame(WS_PONG, parser.payload, parser.payload_len, NULL))
                 elif opcode == WS_CLOSE:
-                    # Echo the peer's code; an empty close is answered with 1000 (§3.5). The
-                    # close handshake is then complete, so the TCP connection can go at once.
+                    # Echo the peer's code; an empty close is answered with 1000
+                    # (docs/protocol.md §6.10). The close handshake is then complete, so the
+                    # TCP connection can go at once.
                     self._peer_closed = True
                     self.close(parser.close_code if parser.close_code != -1 else 1000)
                 # An unsolicited pong is ignored; its arrival already counted as activity.
@@ -413,7 +414,7 @@ cdef class Connection:
             self._flusher._mark(self)
 
     cdef int _drop_slow_consumer(self) except -1:
-        # Best effort (§3.4): the close frame goes out only if the socket takes it now, and
+        # Best effort (docs/protocol.md §6.6): the close frame goes out only if the socket takes it now, and
         # the connection is dropped either way, with nothing more buffered for it.
         self.closing = True
         self._aborted = True

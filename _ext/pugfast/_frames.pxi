@@ -1,9 +1,9 @@
-# The WebSocket frame codec (RFC 6455, PROTOCOL.md §3.5) in C: the compiled twin of
+# The WebSocket frame codec (RFC 6455, docs/protocol.md §6.9) in C: the compiled twin of
 # pugfast/_frames.py, with the same names, events, errors and error texts. Included by
 # _speedups.pyx; FrameParser's fields and cdef methods are declared in _speedups.pxd.
 #
 # A frame header is checked rule by rule as soon as the bytes that prove each rule are present,
-# in the order of PROTOCOL.md §3.5, so that where the input is cut never changes the outcome:
+# in the order of docs/protocol.md §6.9, so that where the input is cut never changes the outcome:
 #   byte 0: reserved bits, opcode, fragmented control frame;
 #   byte 1: control frame length, mask bit, continuation or data frame against the message state;
 #   the extended length: its top bit, then the message size limit, before any payload arrives.
@@ -172,7 +172,7 @@ cdef bytes _frame(
 
 
 cdef class FrameParser:
-    """Turns the bytes a WebSocket peer sends into events, enforcing PROTOCOL.md §3.5.
+    """Turns the bytes a WebSocket peer sends into events, enforcing docs/protocol.md §6.9.
 
     ``require_mask=True`` parses a client's frames (a server's parser: every frame must be
     masked); ``require_mask=False`` parses a server's frames (every frame must be unmasked).

@@ -3,7 +3,7 @@
 One file, aiohttp's ``WebSocketResponse`` and nothing else: proof-of-work challenges (HMAC
 tokens), room creation, the join with its secret digest check, welcome/join/leave notices,
 binary relay with the sender's id in front, purge, TTL and the join window, close codes. Fan-out
-is the obvious loop, one ``await ws.send_bytes`` per recipient. It speaks PROTOCOL.md closely
+is the obvious loop, one ``await ws.send_bytes`` per recipient. It speaks docs/protocol.md closely
 enough for ``pugfast bench`` to drive it exactly as it drives pugfast; it leaves out what a
 benchmark never touches (static pages, security headers, rate limits, Origin checks).
 

@@ -1,4 +1,4 @@
-"""The relay's HTTP API (PROTOCOL.md §1) for the client: one request helper that turns every
+"""The relay's HTTP API (docs/protocol.md §2) for the client: one request helper that turns every
 failure into a ClientError, and the TLS setting shared with the WebSocket."""
 
 from __future__ import annotations

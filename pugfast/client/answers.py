@@ -1,7 +1,7 @@
 """What the relay says, checked field by field before the client uses any of it.
 
 A relay is trusted to relay, not to be well-formed: every field of its JSON answers and
-control messages (PROTOCOL.md §1, §3) is checked here for its type and range, so that an odd
+control messages (docs/protocol.md §2-§6) is checked here for its type and range, so that an odd
 answer (``"expires": Infinity``, a member id of -1, a name of a megabyte) is a
 ``RelayAnswerError`` that says what was wrong, never an uncaught exception. Text the relay
 chose (names, error codes) is repaired and bounded here and escaped where it is shown. Pure
@@ -30,7 +30,7 @@ MAX_CODE_LENGTH = 64
 
 
 def loads(text: str | bytes) -> Any:
-    """JSON as PROTOCOL.md means it: NaN and Infinity (which Python's json accepts) are
+    """JSON as docs/protocol.md §1.1 means it: NaN and Infinity (which Python's json accepts) are
     refused. Raises ValueError."""
     return json.loads(text, parse_constant=_refuse_constant)
 
@@ -73,7 +73,7 @@ def member(value: Any) -> Member:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """The fields of the relay's ``welcome`` (PROTOCOL.md §3.1), checked."""
+    """The fields of the relay's ``welcome`` (docs/protocol.md §6.2), checked."""
 
     you: Member
     creator: bool

@@ -75,7 +75,7 @@ _ENDING_NOTICE = {
     "expired": "The room's time ran out; the relay dropped it with everything that passed through it.",
 }
 # Sending is paced below the relay's default rate limit (30 messages a second, bursts of 60:
-# PROTOCOL.md §3.4), so that a script piping in a long file loses nothing to it.
+# docs/protocol.md §6.5), so that a script piping in a long file loses nothing to it.
 SEND_RATE = 25.0
 SEND_BURST = 50
 # Remind people of the time left when this many seconds remain.

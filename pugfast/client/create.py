@@ -1,4 +1,4 @@
-"""Creating a room as the home page does (PROTOCOL.md §1.1, §1.2): ask for a proof-of-work
+"""Creating a room as the home page does (docs/protocol.md §3, §4): ask for a proof-of-work
 challenge, solve it, create the room, and make its key here, so the relay never sees it.
 """
 
@@ -22,7 +22,7 @@ Progress = Callable[[int, int], None]
 with the final count when it is solved."""
 
 PROGRESS_EVERY = 1 << 15
-# PROTOCOL.md §1.1: a token is printable ASCII of at most 256 characters.
+# docs/protocol.md §3.1: a token is printable ASCII of at most 256 characters.
 MAX_TOKEN_LENGTH = 256
 # A challenge expires (120 s by default) if solving it took too long; one retry then.
 CREATE_ATTEMPTS = 2
@@ -72,7 +72,7 @@ async def create_room(
 
     Raises LinkError (a malformed relay URL), RelayUnreachable, ApiError (the relay refused,
     e.g. 400 for a ttl that is not an integer, 503 at its room limit) or RelayAnswerError (an
-    answer that is not what PROTOCOL.md says).
+    answer that is not what docs/protocol.md says).
     """
     origin = parse_relay_url(relay)
     ssl_context = _http.ssl_setting(insecure)

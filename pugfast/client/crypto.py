@@ -1,4 +1,4 @@
-"""The room's encryption, to the byte as the browser does it (PROTOCOL.md §4, static/js/crypto.js):
+"""The room's encryption, to the byte as the browser does it (docs/protocol.md §7.2, static/js/crypto.js):
 
     ciphertext = 0x01 || iv (12 random bytes) || AES-256-GCM(key, iv, padded plaintext,
                                                             aad = ASCII(room id))

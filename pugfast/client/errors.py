@@ -62,7 +62,7 @@ class RelayUnreachable(ClientError):
 
 
 class RelayAnswerError(ClientError):
-    """The relay answered something PROTOCOL.md does not allow (a field of the wrong type or
+    """The relay answered something docs/protocol.md does not allow (a field of the wrong type or
     out of range, a message that is not JSON); the message names the field."""
 
     def __init__(self, detail: str) -> None:
@@ -90,7 +90,7 @@ class ApiError(ClientError):
 class JoinRefused(ClientError):
     """The relay refused to let this connection into the room.
 
-    ``code`` is the WebSocket close code (PROTOCOL.md §3.6), or None when the relay refused
+    ``code`` is the WebSocket close code (docs/protocol.md §6.11), or None when the relay refused
     the upgrade itself (``status`` then holds the HTTP status).
     """
 

@@ -1,4 +1,4 @@
-"""One member's connection to a room (PROTOCOL.md §3), over aiohttp's WebSocket client:
+"""One member's connection to a room (docs/protocol.md §6), over aiohttp's WebSocket client:
 
     async with Room.join(link) as room:
         await room.send("hello")
@@ -154,7 +154,7 @@ class Room:
         self.max_message_bytes = answers.max_message_bytes(limits)
         self._clock_offset = _clock_offset(date)
         try:
-            # No Origin header: the relay checks one only when it is sent (PROTOCOL.md §3).
+            # No Origin header: the relay checks one only when it is sent (docs/protocol.md §6.1).
             ws = await self._session.ws_connect(self.link.websocket_url, ssl=ssl_context, autoping=True)
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 503:

@@ -1,4 +1,4 @@
-// The relay's HTTP API (PROTOCOL.md §1). Every failure becomes an ApiError carrying the
+// The relay's HTTP API (docs/protocol.md §2). Every failure becomes an ApiError carrying the
 // server's error code, so the pages can say what went wrong in words.
 
 export class ApiError extends Error {

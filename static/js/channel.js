@@ -1,4 +1,4 @@
-// One connection to a room (PROTOCOL.md §3), without any page logic: joins, turns the
+// One connection to a room (docs/protocol.md §6), without any page logic: joins, turns the
 // relay's messages into calls on a handler object, and says how the connection ended.
 //
 // Endings, decided from the close code, or from the {"type":"expired"|"purged"} message

@@ -1,4 +1,4 @@
-// The room's encryption (PROTOCOL.md §4; docs/client.md has the full format):
+// The room's encryption (docs/protocol.md §7.2; docs/client.md has the full format):
 //   ciphertext = 0x01 || iv (12 random bytes) || AES-256-GCM(key, iv, padded plaintext,
 //                                                           aad = ASCII(room id))
 // The plaintext is padded with spaces to a size bucket so lengths leak only the bucket.

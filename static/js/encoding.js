@@ -1,5 +1,5 @@
 // Byte and text encodings shared by the client: base64url without padding (RFC 4648 §5),
-// as PROTOCOL.md writes room ids, secrets and keys, and strict UTF-8.
+// as docs/protocol.md §1.1 writes room ids, secrets and keys, and strict UTF-8.
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const VALUES = new Map([...ALPHABET].map((ch, i) => [ch, i]));

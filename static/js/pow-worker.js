@@ -1,4 +1,4 @@
-// Searches for a proof-of-work nonce (PROTOCOL.md §1.1) off the main thread, so the page
+// Searches for a proof-of-work nonce (docs/protocol.md §3.2) off the main thread, so the page
 // stays responsive and can show progress. Started with {token, difficulty}; posts
 // {type: "progress", tries} now and then and {type: "solved", nonce, tries} once.
 // Cancelling is the page's job: it terminates the worker.

@@ -153,8 +153,8 @@ function showMembers() {
   const items = [...state.members].map(([id, name]) => {
     const item = shown("li", "member", name);
     if (id === state.me.id) item.append(" ", el("span", "tag", "you"));
-    // The first member to join is the creator, and member ids start at 1 (PROTOCOL.md §2,
-    // §3.1); the welcome only tells each member whether they themselves are the creator.
+    // The first member to join is the creator, and member ids start at 1 (docs/protocol.md
+    // §5.3); the welcome only tells each member whether they themselves are the creator.
     const creator = state.creator ? id === state.me.id : id === 1;
     if (creator) item.append(" ", el("span", "tag", "creator"));
     return item;
