@@ -1,26 +1,27 @@
-"""A hostile room member, for tests of what the clients show: it holds the link (so its
-ciphertexts authenticate) and sends whatever plaintext a test makes, through a real relay.
+"""A hostile room member, for tests of what the clients show: it holds the link and takes
+part in the key exchange (so its messages decrypt), then sends whatever plaintext a test
+makes, through a real relay.
 
 ``HostileMember`` joins with a raw WebSocket (the websockets library, not the client under
-test) and seals with PyCA's AES-GCM as docs/client.md says. ``barrage`` makes a seeded random
-script of hostile messages and says, by the rules of docs/client.md written out again here
-(not by calling the clients), what a receiver must show for each: the text (lone surrogates
-repaired), "could not be decrypted", or "ignored" (a replay by the sid and counter rules).
+test) and keeps its keys with the Python client's sans-I/O key ring (the receivers are what
+is tested). ``barrage`` makes a seeded random script of hostile steps and says, by the rules
+of docs/client.md written out again here (not by calling the clients), what a receiver must
+show for each: the text (lone surrogates repaired), "could not be decrypted", or "ignored"
+(an earlier frame sent again).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 import unicodedata
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from websockets.sync.client import connect
 
 from pugfast.client import Link, parse_link
+from pugfast.client.senderkeys import KeyRing
 
 SHOWN, UNDECRYPTABLE, IGNORED = "shown", "undecryptable", "ignored"
 ESCAPED_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
@@ -38,20 +39,26 @@ MALFORMED = [
     b"\xff\xfe not utf-8",
     b"not json",
     b"[1,2]",
-    b'{"text":5,"ts":1,"sid":"AAAAAAAAAAA","n":1}',
-    b'{"text":"x","ts":1,"sid":"short","n":1}',
-    b'{"text":"x","ts":Infinity,"sid":"AAAAAAAAAAA","n":1}',
-    b'{"text":"\xed\xa0\x80 a surrogate as bytes","ts":1,"sid":"AAAAAAAAAAA","n":1}',
+    b'{"text":5,"ts":1}',
+    b'{"text":"x","ts":-1}',
+    b'{"text":"x"}',
+    b'{"text":"x","ts":Infinity}',
+    b'{"text":"\xed\xa0\x80 a surrogate as bytes","ts":1}',
 ]
 
 
 @dataclass(frozen=True)
 class Sent:
-    """One ciphertext's plaintext and what a receiver must make of it."""
+    """One step of a barrage and what a receiver must make of it: a plaintext sealed under
+    the member's chain (SHOWN or UNDECRYPTABLE), a message sealed and never sent (``skip``:
+    nothing, the next one jumps ahead in the chain), or an earlier frame sent again
+    (``replay``: IGNORED)."""
 
     plaintext: bytes
-    outcome: str  # SHOWN, UNDECRYPTABLE or IGNORED
+    outcome: str  # SHOWN, UNDECRYPTABLE, IGNORED, or "" for a skip
     text: str = ""  # for SHOWN: the text a receiver shows (repaired)
+    replay: int = -1  # for IGNORED: which earlier step's frame is sent again
+    skip: bool = False
 
 
 def repaired(text: str) -> str:
@@ -113,12 +120,9 @@ def encode(fields: dict[str, object], rng: random.Random) -> bytes:
 
 @dataclass(frozen=True)
 class Barrage:
-    """A script of hostile plaintexts, and the sid and counter that continue it (so a final,
-    ordinary message under them is shown after everything else)."""
+    """A script of hostile steps."""
 
     sent: list[Sent]
-    sid: str
-    next_n: int
 
     def shown(self) -> list[str]:
         return [s.text for s in self.sent if s.outcome == SHOWN]
@@ -131,41 +135,33 @@ END = "END OF BARRAGE"
 
 
 def barrage(rng: random.Random, count: int, max_plaintext: int) -> Barrage:
-    """``count`` hostile plaintexts, each at most ``max_plaintext`` bytes, and their outcomes.
-
-    Mostly well-formed messages under one sid with rising counters (shown), mixed with
-    messages under a new sid or an old counter (ignored), and with plaintexts that are not
-    the message format: invalid UTF-8, not JSON, fields of the wrong type (undecryptable).
+    """``count`` hostile steps, each plaintext at most ``max_plaintext`` bytes, with their
+    outcomes: mostly well-formed messages of random text (shown), some plaintexts that are not
+    the message format (undecryptable), earlier frames sent again (ignored), and messages
+    sealed but never sent, so the next jumps ahead in the chain (nothing; the next is shown).
     """
-    sid = b64u(os.urandom(8))
-    bound: str | None = None  # the sid this member's first accepted message bound
-    highest = 0
-    next_n = 1
     sent: list[Sent] = []
     for _ in range(count):
-        roll = rng.random() if bound is not None else 1.0  # the first is a good message
+        roll = rng.random()
+        sealed_before = [i for i, s in enumerate(sent) if not s.skip and s.outcome != IGNORED]
         if roll < 0.07:
-            bad = rng.choice([*MALFORMED, json.dumps({"text": "x", "ts": -1, "sid": sid, "n": 1}).encode()])
-            sent.append(Sent(bad, UNDECRYPTABLE))
+            sent.append(Sent(rng.choice(MALFORMED), UNDECRYPTABLE))
             continue
-        use_sid = sid if roll > 0.12 else b64u(os.urandom(8))
-        if roll > 0.18:
-            n, next_n = next_n, next_n + rng.randint(1, 3)
-        else:
-            n = rng.randint(1, max(1, highest))  # a counter already used (or passed)
+        if roll < 0.12 and sealed_before:
+            sent.append(Sent(b"", IGNORED, replay=rng.choice(sealed_before)))
+            continue
         text = random_text(rng, max_plaintext)
-        fields = {"text": text, "ts": int(time.time() * 1000), "sid": use_sid, "n": n}
+        fields: dict[str, object] = {"text": text, "ts": int(time.time() * 1000)}
         plaintext = encode(fields, rng)
         while len(plaintext) > max_plaintext:
             text = text[: len(text) * 3 // 4]
             fields["text"] = text
             plaintext = encode(fields, rng)
-        if (bound is None or use_sid == bound) and n > highest:
-            bound, highest = use_sid, n
-            sent.append(Sent(plaintext, SHOWN, repaired(text)))
+        if roll < 0.16:
+            sent.append(Sent(plaintext, "", skip=True))
         else:
-            sent.append(Sent(plaintext, IGNORED))
-    return Barrage(sent, sid, next_n)
+            sent.append(Sent(plaintext, SHOWN, repaired(text)))
+    return Barrage(sent)
 
 
 def b64u(data: bytes) -> str:
@@ -182,7 +178,8 @@ def bucket(length: int) -> int:
 
 
 class HostileMember:
-    """A member that seals any plaintext it is given with the room's key."""
+    """A member that seals any plaintext it is given under its own sender key (protocol
+    version 2): it joins, exchanges keys with everyone present, then sends what it is told."""
 
     def __init__(self, link: Link | str) -> None:
         self.link = parse_link(link) if isinstance(link, str) else link
@@ -195,27 +192,64 @@ class HostileMember:
                 break
         self.id: int = welcome["you"]["id"]
         self.name: str = welcome["you"]["name"]
-        self._aead = AESGCM(self.link.key)
+        self.ring = KeyRing(self.link.key, self.link.room)
+        self.ring.start(self.id, [m["id"] for m in welcome["members"] if m["id"] != self.id])
+        self.frames: list[bytes] = []
+        self._flush()
+        self.exchange()
 
-    def seal(self, plaintext: bytes) -> bytes:
-        iv = os.urandom(12)
-        padded = plaintext.ljust(bucket(len(plaintext)), b" ")
-        return b"\x01" + iv + self._aead.encrypt(iv, padded, self.link.room.encode("ascii"))
+    def _flush(self) -> None:
+        self.ring.flush()
+        while self.ring.outbox:
+            self.ws.send(self.ring.outbox.pop(0))
 
-    def send(self, plaintext: bytes) -> None:
-        self.ws.send(self.seal(plaintext))
+    def exchange(self, others: int = 0, timeout: float = 15.0) -> None:
+        """Reads the room until at least ``others`` other members are present and every one
+        present holds this member's key."""
+        deadline = time.monotonic() + timeout
+        ring = self.ring
+        while len(ring.present()) < others or ring.awaiting() or ring.holders() != ring.present():
+            left = deadline - time.monotonic()
+            assert left > 0, "the hostile member's keys were not exchanged in time"
+            try:
+                frame = self.ws.recv(timeout=left)
+            except TimeoutError:
+                continue
+            if isinstance(frame, bytes):
+                self.ring.on_frame(int.from_bytes(frame[:4], "big"), frame[4:], time.monotonic())
+            else:
+                notice = json.loads(frame)
+                if notice.get("type") == "join":
+                    self.ring.on_join(notice["member"]["id"])
+                elif notice.get("type") == "leave":
+                    self.ring.on_leave(notice["member"]["id"])
+            self._flush()
 
-    def say(self, text: str, sid: str, n: int) -> None:
+    def send(self, plaintext: bytes) -> bytes:
+        """Seals ``plaintext`` (padded to its bucket) and sends it; returns the frame."""
+        frame = self.ring.seal(plaintext.ljust(bucket(len(plaintext)), b" "))
+        self.ws.send(frame)
+        return frame
+
+    def say(self, text: str) -> None:
         """Sends a well-formed message."""
-        self.send(json.dumps({"text": text, "ts": int(time.time() * 1000), "sid": sid, "n": n}).encode())
+        self.send(json.dumps({"text": text, "ts": int(time.time() * 1000)}).encode())
 
     def send_barrage(self, script: Barrage, pause: float = 0.035) -> None:
-        """Sends every plaintext of ``script``, then END as an ordinary message after it,
-        ``pause`` seconds apart (by default under the relay's rate limit of 30 a second)."""
-        for sent in script.sent:
-            self.send(sent.plaintext)
+        """Plays ``script``, then says END, ``pause`` seconds apart (by default under the
+        relay's rate limit of 30 a second)."""
+        frames: list[bytes] = []
+        for step in script.sent:
+            if step.skip:
+                frames.append(self.ring.seal(step.plaintext.ljust(bucket(len(step.plaintext)), b" ")))
+                continue
+            if step.replay >= 0:
+                self.ws.send(frames[step.replay])
+                frames.append(b"")
+            else:
+                frames.append(self.send(step.plaintext))
             time.sleep(pause)
-        self.say(END, script.sid, script.next_n)
+        self.say(END)
 
     def close(self) -> None:
         self.ws.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from client_kit import REPO, ChatProcess, Lines, Peer, TerminalChat, TmuxChat, chat_command
-from hostile_kit import END, IGNORED, UNDECRYPTABLE, HostileMember, b64u, barrage, shown_one_line
+from hostile_kit import END, IGNORED, UNDECRYPTABLE, HostileMember, barrage, shown_one_line
 from support import ServerProcess, free_port
 
 from pugfast.client import Ended, Joined, Left, Message, parse_link
@@ -486,10 +486,10 @@ def test_pipe_mode_survives_a_lone_surrogate_and_keeps_one_message_per_line(peer
     chat = ChatProcess(link_of(peer))
     try:
         chat.joined()
-        sid = b64u(os.urandom(8))
-        hostile.send(b'{"text":"X\\ud800Y","ts":1,"sid":"' + sid.encode() + b'","n":1}')
-        hostile.say(f"a{FORMAT_AND_SEPARATORS}b\x85c\x0bd\x1ce", sid, 2)
-        hostile.say("still alive", sid, 3)
+        hostile.exchange(others=2)
+        hostile.send(b'{"text":"X\\ud800Y","ts":1}')
+        hostile.say(f"a{FORMAT_AND_SEPARATORS}b\x85c\x0bd\x1ce")
+        hostile.say("still alive")
         chat.stdout.wait_for(r": still alive$")
         raw = b"".join(line.encode() + b"\n" for line in chat.stdout.seen)
         lines = raw.decode().splitlines()
@@ -599,6 +599,7 @@ def test_pipe_mode_survives_a_random_hostile_member(peer: Peer, seed: int) -> No
     chat = ChatProcess(link_of(peer))
     try:
         chat.joined()
+        hostile.exchange(others=2)
         hostile.send_barrage(script)
         chat.stdout.wait_for(rf": {END}$", timeout=30)
         expected = [f"{hostile.name}: {shown_one_line(text)}" for text in [*script.shown(), END]]
@@ -625,6 +626,7 @@ def test_terminal_mode_survives_a_random_hostile_member(peer: Peer, seed: int) -
     try:
         term.expect(r"^-- Type a message")
         term.type("typing along")
+        hostile.exchange(others=2)
         hostile.send_barrage(script)
         term.expect(rf"^{CLOCK} {re.escape(hostile.name)}: {END}$", timeout=30)
         shown = [*script.shown(), END]
@@ -636,11 +638,15 @@ def test_terminal_mode_survives_a_random_hostile_member(peer: Peer, seed: int) -
         # Each message's rows, put back together, hold its escaped text. Compared on printable
         # ASCII (every escape is ASCII), which a terminal shows as it is.
         messages: list[str] = []
+        in_message = False  # whether the rows now continue one of the hostile's messages
         for row in rows:
             if match := re.match(header, row):
                 messages.append(row[match.end() :])
-            elif row.startswith("  ") and messages:
+                in_message = True
+            elif row.startswith("  ") and in_message:
                 messages[-1] += row
+            elif not row.startswith("  "):
+                in_message = False
 
         def ascii_of(text: str) -> str:
             return "".join(ch for ch in text if "!" <= ch <= "~")

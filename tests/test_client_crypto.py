@@ -18,7 +18,6 @@ from pugfast.client._b64u import b64u_decode, b64u_encode
 from pugfast.client.crypto import OVERHEAD, bucket_for, cipher, largest_bucket, pad, seal, unseal
 from pugfast.client.fingerprint import grouped, load_words
 from pugfast.client.message import decode_message, encode_message, new_sid
-from pugfast.client.replay import ReplayGuard
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = (REPO / "docs" / "client.md").read_text()
@@ -26,7 +25,7 @@ DOC = (REPO / "docs" / "client.md").read_text()
 
 def documented_vector() -> dict[str, str]:
     """The ciphertext test vector in docs/client.md (as tests/browser/test_crypto.py reads it)."""
-    section = DOC.split("### Test vector", 1)[1].split("\n## ", 1)[0]
+    section = DOC.split("### Version 1 test vector", 1)[1].split("\n## ", 1)[0]
     flat = " ".join(section.split())
 
     def find(pattern: str, text: str) -> str:
@@ -225,25 +224,6 @@ def test_sender_ids_are_eight_random_bytes() -> None:
     assert all(len(b64u_decode(s) or b"") == 8 for s in sids)
 
 
-# -- the replay guard, as static/js/replay.js ------------------------------------------------------
-
-REPLAY_CASES = [
-    # (member id, sid, n, accepted)
-    [(1, "a", 1, True), (1, "a", 2, True), (1, "a", 3, True)],
-    [(1, "a", 1, True), (1, "a", 1, False)],  # replayed
-    [(1, "a", 2, True), (1, "a", 1, False)],  # reordered
-    [(1, "a", 1, True), (1, "a", 5, True), (1, "a", 4, False), (1, "a", 6, True)],  # gaps are fine
-    [(1, "a", 1, True), (2, "a", 2, False)],  # re-attributed to another member
-    [(1, "a", 1, True), (2, "b", 1, True), (2, "b", 2, True), (1, "a", 2, True)],
-]
-
-
-@pytest.mark.parametrize("steps", REPLAY_CASES)
-def test_replay_guard(steps: list[tuple[int, str, int, bool]]) -> None:
-    guard = ReplayGuard()
-    assert [guard.accept(m, s, n) for m, s, n, _ in steps] == [ok for *_, ok in steps]
-
-
 # -- proof of work -------------------------------------------------------------------------------
 
 
@@ -263,10 +243,12 @@ def test_the_solver_refuses_impossible_difficulties() -> None:
         solve_challenge("t", 257)
 
 
-@pytest.mark.parametrize("module", ["_b64u", "link", "crypto", "message", "replay", "fingerprint", "events"])
+@pytest.mark.parametrize("module", ["_b64u", "link", "crypto", "message", "senderkeys", "text", "screen",
+                                    "answers", "backlog", "fingerprint", "events"])
 def test_the_pure_modules_do_no_io(module: str) -> None:
-    """Links, encryption, the plaintext, the replay guard and the fingerprint are pure
-    functions: they import no event loop, no network and no aiohttp."""
+    """Links, encryption, the plaintext, the key ring, text and layout, the checks of relay
+    answers and the fingerprint are without I/O: they import no network, no aiohttp and no
+    threads (the backlog only asyncio's Event)."""
     import ast
 
     tree = ast.parse((REPO / "pugfast" / "client" / f"{module}.py").read_text())
@@ -274,4 +256,7 @@ def test_the_pure_modules_do_no_io(module: str) -> None:
                 for alias in node.names}
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom) and node.level == 0}
-    assert not imported & {"asyncio", "aiohttp", "socket", "ssl", "urllib3", "threading"}, imported
+    forbidden = {"aiohttp", "socket", "ssl", "urllib3", "threading"}
+    if module != "backlog":
+        forbidden.add("asyncio")
+    assert not imported & forbidden, imported

@@ -29,72 +29,79 @@ from pugfast.client import (
     Message,
     Overflow,
     RelayAnswerError,
-    Replayed,
     Room,
+    Undecryptable,
     answers,
     parse_link,
 )
 from pugfast.client.backlog import MAX_PENDING_EVENTS, Backlog
 from pugfast.client.chat import EXIT_ERROR
 from pugfast.client.events import Joined, Member
-from pugfast.client.replay import MAX_SENDERS, ReplayGuard
+from pugfast.client.senderkeys import MAX_PENDING, PENDING_SECONDS, KeyRing, Readable, Unreadable
 
 TIMEOUT = 15.0
+ROOM = "AAAAAAAAAAAAAAAAAAAAAA"
+LINK_KEY = bytes(range(32))
 
 
-# -- item 5: the replay guard ------------------------------------------------------------------
+# -- item 5: what a member can make another member keep --------------------------------------
 
 
-def test_a_member_changing_its_sid_on_every_message_grows_the_guard_by_nothing() -> None:
-    guard = ReplayGuard()
+def ring_pair() -> tuple[KeyRing, KeyRing]:
+    """Two members of one room whose keys are exchanged: (receiver, hostile)."""
+    receiver, hostile = KeyRing(LINK_KEY, ROOM), KeyRing(LINK_KEY, ROOM)
+    receiver.start(1, [2])
+    hostile.start(2, [1])
+    for _ in range(3):
+        for member, ring, other in ((1, receiver, hostile), (2, hostile, receiver)):
+            ring.flush()
+            frames, ring.outbox = ring.outbox, []
+            for frame in frames:
+                other.on_frame(member, frame, 0.0)
+    assert hostile.holders() == {1}
+    return receiver, hostile
+
+
+def test_a_member_starting_a_new_chain_on_every_message_grows_nothing() -> None:
+    receiver, hostile = ring_pair()
     tracemalloc.start()
     try:
-        assert guard.accept(7, "first-sid-00", 1)
         before = tracemalloc.get_traced_memory()[0]
-        refused = sum(not guard.accept(7, f"sid{i:08d}", 1) for i in range(100_000))
+        shown = 0
+        for i in range(5_000):
+            hostile.rekey()
+            for frame in [*hostile.outbox, hostile.seal(b'{"text":"x","ts":1}'.ljust(256))]:
+                shown += sum(isinstance(o, Readable) for o in receiver.on_frame(2, frame, float(i)))
+            hostile.outbox.clear()
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert refused == 100_000
-    assert len(guard) == 1
-    assert grown < 64 * 1024, f"the guard grew by {grown:,} bytes"
+    assert shown == 5_000
+    assert grown < 64 * 1024, f"the receiver's keys grew by {grown:,} bytes"
 
 
-def test_a_relay_inventing_members_cannot_grow_the_guard_past_its_bound() -> None:
-    guard = ReplayGuard(limit=1000)
-    assert all(guard.accept(member, f"sid{member:08d}", 1) for member in range(1, 100_001))
-    assert len(guard) == 1000
-    # The most recent senders are still inside the window: their replays are refused.
-    assert not guard.accept(100_000, "sid00100000", 1)
-    assert not guard.accept(5, "sid00100000", 2)
-    assert MAX_SENDERS > 10_000, "every member of the largest room a relay allows fits"
+def test_frames_from_members_nobody_announced_leave_no_state() -> None:
+    receiver, hostile = ring_pair()
+    frame = hostile.seal(b'{"text":"x","ts":1}'.ljust(256))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        outcomes = [receiver.on_frame(member, frame, 0.0) for member in range(10, 100_010)]
+        del outcomes
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert receiver.present() == {2}
+    assert grown < 64 * 1024
 
 
-@pytest.mark.parametrize(
-    ("steps", "verdicts"),
-    [
-        # (member, sid, n) in order -> accepted?
-        ([(1, "a", 1), (1, "a", 1)], [True, False]),  # a replay
-        ([(1, "a", 2), (1, "a", 1), (1, "a", 3)], [True, False, True]),  # a reorder; gaps allowed
-        ([(1, "a", 1), (2, "a", 2)], [True, False]),  # re-attributed to another member
-        ([(1, "a", 1), (1, "b", 1), (1, "a", 2)], [True, False, True]),  # a second sid from one member
-        ([(1, "a", 1), (2, "b", 1), (2, "b", 2), (1, "a", 2)], [True, True, True, True]),
-    ],
-)
-def test_replays_and_reorders_inside_the_window_are_refused(
-    steps: list[tuple[int, str, int]], verdicts: list[bool]
-) -> None:
-    guard = ReplayGuard()
-    assert [guard.accept(*step) for step in steps] == verdicts
-
-
-def test_the_least_recently_heard_sender_is_forgotten_first() -> None:
-    guard = ReplayGuard(limit=2)
-    assert guard.accept(1, "a", 1) and guard.accept(2, "b", 1)
-    assert guard.accept(1, "a", 2)  # member 1 is heard from again: member 2 is now the oldest
-    assert guard.accept(3, "c", 1)
-    assert not guard.accept(1, "a", 2)  # still inside the window
-    assert guard.accept(2, "b", 1)  # forgotten: outside the window (docs/client.md says so)
+def test_messages_waiting_for_keys_are_bounded() -> None:
+    receiver, hostile = ring_pair()
+    hostile.rekey()
+    hostile.outbox.clear()  # the new chain's keys never arrive
+    outcomes = [o for _ in range(200) for o in receiver.on_frame(2, hostile.seal(b"{}".ljust(256)), 0.0)]
+    assert outcomes == [Unreadable(2, "no-keys")] * (200 - MAX_PENDING)
+    assert receiver.tick(PENDING_SECONDS + 1) == [Unreadable(2, "no-keys")] * MAX_PENDING
 
 
 # -- item 5: the event backlog -------------------------------------------------------------------
@@ -134,7 +141,6 @@ async def test_the_overflow_comes_as_soon_as_what_was_kept_is_taken(loop_name: s
 
 
 async def test_a_consumer_that_does_not_read_costs_a_bounded_backlog(loop_name: str) -> None:
-    sender = b64u(os.urandom(8))
     async with running_relay(rate_limit=0) as relay:
         created = await relay.create_room()
         link = parse_link(f"{relay.base}/r/{created['room']}#k={b64u(os.urandom(32))}&s={created['secret']}")
@@ -144,7 +150,7 @@ async def test_a_consumer_that_does_not_read_costs_a_bounded_backlog(loop_name: 
 
             def send_all() -> None:
                 for n in range(1, total + 1):
-                    hostile.say(f"message {n}", sender, n)
+                    hostile.say(f"message {n}")
 
             await asyncio.to_thread(send_all)
             # Nobody iterates while the flood arrives; the room keeps reading the connection.
@@ -159,7 +165,7 @@ async def test_a_consumer_that_does_not_read_costs_a_bounded_backlog(loop_name: 
                 seen.append(event)
                 if isinstance(event, Overflow):
                     break
-            await asyncio.to_thread(hostile.say, "after the flood", sender, total + 1)
+            await asyncio.to_thread(hostile.say, "after the flood")
             async for event in reader:
                 seen.append(event)
                 if isinstance(event, Message) and event.text == "after the flood":
@@ -185,9 +191,8 @@ async def test_a_lone_surrogate_reaches_the_library_repaired(loop_name: str) -> 
         link = parse_link(f"{relay.base}/r/{created['room']}#k={b64u(os.urandom(32))}&s={created['secret']}")
         async with Room.join(link) as reader:
             hostile = await asyncio.to_thread(HostileMember, link)
-            body = b'{"text":"X\\ud800Y","ts":1,"sid":"AAAAAAAAAAA","n":1}'
-            await asyncio.to_thread(hostile.send, body)
-            await asyncio.to_thread(hostile.say, "still here", "AAAAAAAAAAA", 2)
+            await asyncio.to_thread(hostile.send, b'{"text":"X\\ud800Y","ts":1}')
+            await asyncio.to_thread(hostile.say, "still here")
             got = []
             async for event in reader:
                 if isinstance(event, Message):
@@ -199,10 +204,12 @@ async def test_a_lone_surrogate_reaches_the_library_repaired(loop_name: str) -> 
             await asyncio.to_thread(hostile.close)
 
 
-def test_a_member_changing_sid_on_every_message_leaves_memory_flat(tmp_path: Path) -> None:
-    """100,000 messages through a real relay, each under a new sid: the receiving Room's
-    memory (tracemalloc: everything this process allocates) does not grow with them. The
-    hostile member is a process of its own, so that only the receiver is measured."""
+def test_a_member_using_a_new_chain_for_every_message_leaves_memory_flat(tmp_path: Path) -> None:
+    """100,000 messages through a real relay, each under a chain id of its own whose keys
+    never come (the sid of protocol version 1 changed every time, in version 2's terms): the
+    receiving Room's memory (tracemalloc: everything this process allocates) does not grow
+    with them. The hostile member is a process of its own, so that only the receiver is
+    measured. tests/test_client_hostile.py's ring tests cover new chains whose keys do come."""
     # No rate limit, and room to buffer the whole flood: the receiver (slowed by tracemalloc)
     # is to fall behind, not to be dropped as a slow consumer.
     server = ServerProcess("--rate-limit", "0", "--max-buffered-bytes", str(64 * 1024 * 1024))
@@ -213,45 +220,44 @@ def test_a_member_changing_sid_on_every_message_leaves_memory_flat(tmp_path: Pat
         link = parse_link(f"{server.base}/r/{created['room']}#k={b64u(os.urandom(32))}&s={created['secret']}")
         sizes: dict[int, int] = {}
 
-        async def receive() -> tuple[int, int]:
-            shown = replayed = 0
+        async def receive() -> int:
+            unread = 0
             async with Room.join(link) as room:
                 script = tmp_path / "hostile.py"
                 script.write_text(
-                    "import sys\n"
-                    "from hostile_kit import HostileMember, b64u\n"
+                    "import os, struct, sys\n"
+                    "from hostile_kit import HostileMember\n"
                     "hostile = HostileMember(sys.argv[1])\n"
-                    f"for n in range(1, {total} + 1):\n"
-                    "    hostile.say(f'sid number {n}', b64u(n.to_bytes(8, 'big')), 1)\n"
+                    "hostile.say('first')\n"
+                    f"for chain in range(2, {total} + 1):\n"
+                    "    hostile.ws.send(b'\\x02\\x02' + struct.pack('>II', chain, 0) + os.urandom(272))\n"
+                    "hostile.say('last')\n"
                     "hostile.close()\n"
                 )
                 sender = subprocess.Popen([sys.executable, str(script), str(link)],
                                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
                 try:
                     async for event in room:
-                        if isinstance(event, Message):
-                            shown += 1
-                        elif isinstance(event, Replayed):
-                            replayed += 1
+                        if isinstance(event, Undecryptable):
+                            unread += 1
                         elif isinstance(event, Ended | Overflow):
                             raise AssertionError(event)
-                        count = shown + replayed
-                        if count in (10_000, total):
-                            sizes[count] = tracemalloc.get_traced_memory()[0]
-                        if count == total:
-                            return shown, replayed
+                        if unread in (10_000, total - 1 - MAX_PENDING) and unread not in sizes:
+                            sizes[unread] = tracemalloc.get_traced_memory()[0]
+                        if isinstance(event, Message) and event.text == "last":
+                            return unread
                 finally:
                     await asyncio.to_thread(sender.wait, 120)
             raise AssertionError("the room ended")
 
         tracemalloc.start()
         try:
-            result = asyncio.run(receive())
+            unread = asyncio.run(receive())
         finally:
             tracemalloc.stop()
-        assert result == (1, total - 1)
-        grown = sizes[total] - sizes[10_000]
-        # Before the guard was bounded: about 110 bytes per sid, some 10 MB for these 90,000.
+        # All but the last MAX_PENDING were reported at once; those wait for keys.
+        assert unread >= total - 1 - MAX_PENDING
+        grown = sizes[total - 1 - MAX_PENDING] - sizes[10_000]
         assert grown < 1024 * 1024, f"memory grew by {grown:,} bytes over 90,000 messages"
     finally:
         server.stop()

@@ -1,6 +1,6 @@
 """The pugfast.client library against a real relay over loopback: joining, talking, presence,
 every refusal, the size limit, purge and expiry, creating a room, and a dishonest relay's
-replays and reorderings played by a raw aiohttp WebSocket client (no mocks)."""
+replays and reorderings played by a raw WebSocket member (no mocks)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import os
 import time
 from typing import Any
 
-import aiohttp
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hostile_kit import HostileMember
 from support import RunningRelay, free_port, running_relay
 
 from pugfast.client import (
@@ -96,50 +95,50 @@ async def test_awaiting_join_gives_a_room_to_leave_by_hand(loop_name: str) -> No
 
 async def test_replayed_reordered_and_reattributed_ciphertexts_are_refused(loop_name: str) -> None:
     async with running_relay() as relay:
-        key = os.urandom(32)
-        created = await relay.create_room()
-        link = link_for(relay, created, key)
-        async with Room.join(link) as alice, Room.join(link) as bob, aiohttp.ClientSession() as session:
-            ws = await session.ws_connect(link.websocket_url)
-            await ws.send_str(json.dumps({"type": "join", "secret": created["secret"]}))
-            welcome = json.loads((await ws.receive(TIMEOUT)).data)
-            mallory = welcome["you"]["id"]
+        link = link_for(relay, await relay.create_room())
+        async with Room.join(link) as alice, Room.join(link) as bob:
+            mallory = await asyncio.to_thread(HostileMember, link)
             await next_event(bob, Joined)
 
-            # Mallory captures Alice's ciphertext and sends it again as her own.
+            # Mallory captures Alice's ciphertext and sends it again as her own: it does not
+            # decrypt under Mallory's key (the sender's id is bound into every message).
             await alice.send("pay the invoice")
             assert isinstance(await next_event(bob, Message), Message)
-            frame = await ws.receive(TIMEOUT)
-            assert frame.type == aiohttp.WSMsgType.BINARY
-            assert int.from_bytes(frame.data[:4], "big") == alice.me.id
-            await ws.send_bytes(frame.data[4:])
-            assert (await next_event(bob, (Message, Replayed))) == Replayed(bob.members[mallory])
 
-            # Mallory's own messages, sealed with an independent AES-GCM, out of order.
-            def sealed(n: int, text: str) -> bytes:
-                body = json.dumps({"text": text, "ts": 1, "sid": "MMMMMMMMMMM", "n": n}).encode()
-                iv = os.urandom(12)
-                return b"\x01" + iv + AESGCM(key).encrypt(iv, body.ljust(256), link.room.encode())
+            def alices_frame() -> bytes:
+                while True:
+                    frame = mallory.ws.recv(timeout=TIMEOUT)
+                    if isinstance(frame, bytes) and frame[4:6] == b"\x02\x02":
+                        assert int.from_bytes(frame[:4], "big") == alice.me.id
+                        return frame[4:]
 
-            for n, text in [(2, "two"), (1, "one, late"), (2, "two again"), (3, "three")]:
-                await ws.send_bytes(sealed(n, text))
+            captured = await asyncio.to_thread(alices_frame)
+            await asyncio.to_thread(mallory.ws.send, captured)
+            event = await next_event(bob, (Message, Undecryptable, Replayed))
+            assert isinstance(event, Undecryptable) and event.sender.id == mallory.id
+
+            # Mallory's own messages, out of order and repeated: each key opens one message once.
+            frames = [mallory.ring.seal(json.dumps({"text": t, "ts": 1}).encode().ljust(256))
+                      for t in ("one", "two", "three")]
+            for index in (1, 0, 1, 2):
+                await asyncio.to_thread(mallory.ws.send, frames[index])
             seen = [await next_event(bob, (Message, Replayed)) for _ in range(4)]
             assert [e.text if isinstance(e, Message) else type(e).__name__ for e in seen] == [
                 "two", "Replayed", "Replayed", "three",
             ]
 
             # Garbage and altered ciphertexts are "could not be decrypted", never text.
-            await ws.send_bytes(b"\x01" + os.urandom(40))
-            bad = sealed(4, "x")
-            await ws.send_bytes(bad[:-1] + bytes([bad[-1] ^ 1]))
+            bad = mallory.ring.seal(b'{"text":"x","ts":1}'.ljust(256))
+            await asyncio.to_thread(mallory.ws.send, bad[:10] + os.urandom(40))  # her chain, garbage
+            await asyncio.to_thread(mallory.ws.send, bad[:-1] + bytes([bad[-1] ^ 1]))
             for _ in range(2):
                 event = await next_event(bob, (Message, Undecryptable))
-                assert isinstance(event, Undecryptable) and "authentication failed" in event.reason
+                assert isinstance(event, Undecryptable) and "could not be decrypted" in event.reason
             # The genuine sender still gets through.
             await alice.send("second real message")
             last = await next_event(bob, (Message, Replayed))
             assert isinstance(last, Message) and last.text == "second real message"
-            await ws.close()
+            await asyncio.to_thread(mallory.close)
 
 
 async def test_refusals_raise_their_own_errors(loop_name: str) -> None:
@@ -166,6 +165,7 @@ async def test_a_message_over_the_size_limit_is_refused_and_not_sent(loop_name: 
     async with running_relay(max_message_bytes=1024) as relay:
         link = link_for(relay, await relay.create_room())
         async with Room.join(link) as alice, Room.join(link) as bob:
+            await next_event(alice, Joined)
             assert alice.max_message_bytes == 1024
             limit = alice.text_limit()
             assert 400 < limit < 512

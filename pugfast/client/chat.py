@@ -39,7 +39,7 @@ from .errors import (
     RoomFull,
     WrongSecret,
 )
-from .events import Ended, Joined, Left, Message, Overflow, RelayError, Replayed, Undecryptable
+from .events import Ended, Joined, KeyWarning, Left, Message, Overflow, RelayError, Replayed, Undecryptable
 from .fingerprint import fingerprint, grouped
 from .link import Link, parse_link, parse_relay_url
 from .room import Room, now_ms
@@ -481,7 +481,9 @@ class Chat:
             elif isinstance(event, Left):
                 ui.notice(f"{event.member.name} left.")
             elif isinstance(event, Undecryptable):
-                ui.notice(f"A message from {event.sender.name} could not be decrypted.")
+                ui.notice(f"A message from {event.sender.name} {event.reason}.")
+            elif isinstance(event, KeyWarning):
+                ui.notice(_key_warning(event))
             elif isinstance(event, Replayed):
                 ui.notice(f"A repeated or out-of-order message from {event.sender.name} was ignored.")
             elif isinstance(event, RelayError):
@@ -512,7 +514,7 @@ class Chat:
                 continue
             await pace.wait()
             try:
-                await room.send(text)
+                delivery = await room.send(text)
             except MessageTooLarge as exc:
                 ui.error(str(exc))
                 continue
@@ -520,6 +522,14 @@ class Chat:
                 return
             if isinstance(ui, Terminal):
                 ui.message(room.me.name, text, now_ms(), mine=True)
+            if not delivery.reached and not delivery.waiting:
+                ui.notice("Not delivered: nobody else is here yet. There is no history: whoever joins "
+                          "later will not see it." + ("" if isinstance(ui, Terminal) else f" ({text[:40]})"))
+            elif delivery.waiting:
+                names = ", ".join(m.name for m in delivery.waiting)
+                present = len(delivery.reached) + len(delivery.waiting)
+                ui.notice(f"Not read by {names}: their keys were still on the way. "
+                          f"Read by {len(delivery.reached)} of {present}.")
 
     async def _command(self, room: Room, command: str) -> bool:
         """Runs a terminal command; True when the session is over."""
@@ -555,6 +565,16 @@ class Chat:
     def _time_left(room: Room) -> str:
         left = room.seconds_left()
         return f"The room ends in {duration(left)}, at {clock(now_ms() + int(left * 1000))}."
+
+
+def _key_warning(event: KeyWarning) -> str:
+    name = event.member.name
+    if event.reason == "changed":
+        return (f"Warning: {name}'s key changed during the visit; their messages cannot be read. "
+                "Compare the key fingerprint with them by phone or in person.")
+    return (f"Warning: the key {name} announced could not be authenticated (the relay or someone on "
+            "the way may have changed it); their messages cannot be read. Compare the key fingerprint "
+            "with them by phone or in person.")
 
 
 def _relay_error(code: str) -> str:

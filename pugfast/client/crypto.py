@@ -50,12 +50,12 @@ def bucket_for(length: int) -> int:
     return bucket
 
 
-def largest_bucket(max_message_bytes: int) -> int:
-    """The largest plaintext bucket whose ciphertext fits in ``max_message_bytes``, or 0 if none
-    does: the most plaintext bytes one message can carry on that relay."""
+def largest_bucket(max_message_bytes: int, overhead: int = OVERHEAD) -> int:
+    """The largest plaintext bucket whose ciphertext (``overhead`` bytes more) fits in
+    ``max_message_bytes``, or 0 if none does: the most plaintext bytes one message can carry."""
     bucket = 0
     b = SMALLEST_BUCKET
-    while b + OVERHEAD <= max_message_bytes:
+    while b + overhead <= max_message_bytes:
         bucket = b
         b *= 2
     return bucket

@@ -56,6 +56,26 @@ class Replayed:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyWarning:
+    """The key ``member`` announced did not authenticate (``reason`` "unauthenticated": the
+    relay or someone on the way changed it) or changed during the connection ("changed"):
+    that member's messages cannot be read. Compare fingerprints out of band."""
+
+    member: Member
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Who a message sent can be read by: ``reached``, the members present that hold this
+    client's current key, and ``waiting``, those present whose keys were still on the way (they
+    will not read it). Both empty: nobody else was here, and nobody will read it."""
+
+    reached: tuple[Member, ...]
+    waiting: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RelayError:
     """The relay reported an error and kept the connection open: ``rate_limited`` (some of
     this client's messages were dropped), ``not_creator``, or a code added later."""
@@ -88,5 +108,5 @@ class Ended:
     message: str
 
 
-Event = Message | Joined | Left | Undecryptable | Replayed | RelayError | Overflow | Ended
+Event = Message | Joined | Left | Undecryptable | Replayed | KeyWarning | RelayError | Overflow | Ended
 """Anything a room yields."""

@@ -29,6 +29,7 @@ class Plaintext:
     ts: int
     sid: str
     n: int
+    upgrade: bool = False
 
 
 def new_sid() -> str:
@@ -36,9 +37,45 @@ def new_sid() -> str:
     return b64u_encode(secrets.token_bytes(SID_BYTES))
 
 
-def encode_message(text: str, ts: int, sid: str, n: int) -> bytes:
-    """The UTF-8 JSON for one message, byte for byte what the browser's ``encodeMessage`` makes."""
-    body = json.dumps({"text": text, "ts": ts, "sid": sid, "n": n}, ensure_ascii=False, separators=(",", ":"))
+def encode_text(text: str, ts: int) -> bytes:
+    """The plaintext of a protocol-version-2 message, ``{"text": ..., "ts": ...}``, written as
+    ``JSON.stringify`` writes it (the browser's ``encodeText``)."""
+    body = json.dumps({"text": text, "ts": ts}, ensure_ascii=False, separators=(",", ":"))
+    return body.encode("utf-8", "backslashreplace")
+
+
+def decode_text(padded: bytes) -> tuple[str, int]:
+    """The text (lone surrogates repaired) and ``ts`` of a decrypted version-2 plaintext.
+
+    Raises MessageFormatError when it is not UTF-8 JSON, not an object, or ``text`` is not a
+    string or ``ts`` not a non-negative integer.
+    """
+    value = _object(padded)
+    text, ts = value.get("text"), _safe_integer(value.get("ts"))
+    if not isinstance(text, str):
+        raise MessageFormatError("malformed message: text")
+    if ts is None or ts < 0:
+        raise MessageFormatError("malformed message: ts")
+    return repair(text), ts
+
+
+def _object(padded: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(padded.decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError):
+        raise MessageFormatError("malformed message: not UTF-8 JSON") from None
+    if not isinstance(value, dict):
+        raise MessageFormatError("malformed message: not an object")
+    return value
+
+
+def encode_message(text: str, ts: int, sid: str, n: int, *, upgrade: int | None = None) -> bytes:
+    """The UTF-8 JSON for one version-1 message, byte for byte what the browser's
+    ``encodeMessage`` makes; ``upgrade`` marks the notice new clients send to older ones."""
+    fields: dict[str, Any] = {"text": text, "ts": ts, "sid": sid, "n": n}
+    if upgrade is not None:
+        fields["upgrade"] = upgrade
+    body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     # A lone surrogate cannot be UTF-8; JSON.stringify writes it as the escape \udXXX, and so
     # does "backslashreplace" (it can only occur inside the text string).
     return body.encode("utf-8", "backslashreplace")
@@ -53,12 +90,7 @@ def decode_message(padded: bytes) -> Plaintext:
     or of the wrong kind (``text`` a string, ``ts`` a non-negative integer, ``sid`` 8 bytes of
     base64url, ``n`` a positive integer).
     """
-    try:
-        value = json.loads(padded.decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError):
-        raise MessageFormatError("malformed message: not UTF-8 JSON") from None
-    if not isinstance(value, dict):
-        raise MessageFormatError("malformed message: not an object")
+    value = _object(padded)
     text, ts, sid, n = (value.get(name) for name in ("text", "ts", "sid", "n"))
     if not isinstance(text, str):
         raise MessageFormatError("malformed message: text")
@@ -70,7 +102,7 @@ def decode_message(padded: bytes) -> Plaintext:
     n = _safe_integer(n)
     if n is None or n < 1:
         raise MessageFormatError("malformed message: n")
-    return Plaintext(repair(text), ts, sid, n)
+    return Plaintext(repair(text), ts, sid, n, value.get("upgrade") is not None)
 
 
 def _safe_integer(value: Any) -> int | None:

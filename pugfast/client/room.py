@@ -26,7 +26,7 @@ import aiohttp
 
 from . import _http, answers
 from .backlog import Backlog
-from .crypto import cipher, largest_bucket, seal, unseal
+from .crypto import cipher, largest_bucket, pad, seal, unseal
 from .errors import (
     DecryptError,
     JoinRefused,
@@ -40,11 +40,23 @@ from .errors import (
     WrongSecret,
     relay_text,
 )
-from .events import Ended, Event, Joined, Left, Member, Message, RelayError, Replayed, Undecryptable
+from .events import (
+    Delivery,
+    Ended,
+    Event,
+    Joined,
+    KeyWarning,
+    Left,
+    Member,
+    Message,
+    RelayError,
+    Replayed,
+    Undecryptable,
+)
 from .fingerprint import fingerprint
 from .link import Link, parse_link
-from .message import decode_message, encode_message, new_sid
-from .replay import ReplayGuard
+from .message import decode_message, decode_text, encode_message, encode_text, new_sid
+from .senderkeys import MESSAGE_OVERHEAD, VERSION, KeyProblem, KeyRing, Readable, Unreadable
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -64,6 +76,22 @@ _REFUSALS: dict[int, tuple[type[JoinRefused], str]] = {
         WrongSecret,
         "the relay refused the link's secret: the link is wrong or has been changed; ask for it again",
     ),
+}
+
+# How long a message waits for the keys of members still exchanging them, and how long keys
+# frames that arrive together wait to be answered with one frame (docs/client.md).
+KEY_WAIT = 2.0
+KEY_BATCH = 0.025
+OLD_VERSION = 0x01
+OLD_CLIENT = "sent by an older client, which cannot take part in this room: they need a newer one"
+# What an older client (protocol version 1) shows when a member of this version joins.
+UPGRADE_NOTICE = ("[This room now needs a newer pugfast client, with forward secrecy: this client cannot "
+                  "read what the others write, nor they what it writes. Update it, or open the link in a "
+                  "browser.]")
+_UNREADABLE = {
+    "failed": "could not be decrypted",
+    "malformed": "could not be decrypted: malformed",
+    "no-keys": "could not be read: it was sent before its sender's keys reached this client",
 }
 
 _ENDINGS = {
@@ -96,17 +124,19 @@ class Room:
         self.ended: Ended | None = None
         self._insecure = insecure
         self._timeout = timeout
-        self._aead: AESGCM | None = None
+        self._aead: AESGCM | None = None  # the link's key: only for older clients' frames
+        self._ring: KeyRing | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse[bool] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._events = Backlog()
         self._members: dict[int, Member] = {}
         self._names: dict[int, str] = {}
-        self._guard = ReplayGuard()
-        self._sid = new_sid()
-        self._sent = 0
         self._send_lock = asyncio.Lock()
+        self._old_clients: set[int] = set()
+        self._answer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Future[None]] = set()
         self._leaving = False
         self._clock_offset = 0
         self._fingerprint: tuple[str, ...] | None = None
@@ -141,7 +171,16 @@ class Room:
             if isinstance(exc, asyncio.TimeoutError):
                 raise _http.unreachable(self.link.origin, exc) from None
             raise
+        self._ring = KeyRing(self.link.key, self.link.room)
+        self._ring.start(self.me.id, self._members)
+        # Older clients (protocol version 1) cannot read this room: tell them so, in the one
+        # format they read (docs/upgrading.md).
+        notice = encode_message(UPGRADE_NOTICE, now_ms(), new_sid(), 1, upgrade=VERSION)
+        assert self._ws is not None and self._aead is not None
+        await self._ws.send_bytes(seal(self._aead, self.link.room, notice))
+        await self._send_outbox()
         self._reader = asyncio.create_task(self._read())
+        self._ticker = asyncio.create_task(self._tick())
         return self
 
     async def _handshake(self) -> None:
@@ -211,32 +250,84 @@ class Room:
 
     # -- what a member does -----------------------------------------------------------------
 
-    async def send(self, text: str) -> None:
-        """Encrypts and sends ``text`` to everyone else in the room (no echo comes back).
+    async def send(self, text: str) -> Delivery:
+        """Encrypts ``text`` under this member's sender key and sends it to the room (no echo
+        comes back). Returns who can read it: the members present that hold this member's
+        current key, and those that do not yet (their keys are still on the way), so that a
+        message nobody could read is never shown as sent.
 
         Raises MessageTooLarge when it would not fit under the relay's size limit (nothing is
         sent), NotConnected when the room has ended or was left.
         """
+        if self._ring is not None:
+            await self._settle(self._ring)  # outside the lock: the reader sends keys meanwhile
         async with self._send_lock:
-            ws, aead = self._ws, self._aead
-            if ws is None or aead is None or ws.closed or self._leaving or self.ended is not None:
+            ws, ring = self._ws, self._ring
+            if ws is None or ring is None or ws.closed or self._leaving or self.ended is not None:
                 raise NotConnected("not connected to the room: the message was not sent")
-            n, ts = self._sent + 1, now_ms()
-            plaintext = encode_message(text, ts, self._sid, n)
-            budget = largest_bucket(self.max_message_bytes)
+            plaintext = encode_text(text, now_ms())
+            budget = largest_bucket(self.max_message_bytes, MESSAGE_OVERHEAD)
             if len(plaintext) > budget:
-                envelope = len(encode_message("", ts, self._sid, n))
+                envelope = len(encode_text("", now_ms()))
                 raise MessageTooLarge(len(plaintext) - envelope, max(0, budget - envelope))
             try:
-                await ws.send_bytes(seal(aead, self.link.room, plaintext))
+                await self._send_outbox_locked()
+                reached = ring.holders()
+                await ws.send_bytes(ring.seal(pad(plaintext)))
             except (aiohttp.ClientError, ConnectionError) as exc:
                 raise NotConnected(f"not connected to the room: the message was not sent ({exc})") from None
-            self._sent = n
+            others = [m for m in self._members.values() if m.id != self.me.id]
+            return Delivery(tuple(m for m in others if m.id in reached),
+                            tuple(m for m in others if m.id not in reached))
 
     def text_limit(self) -> int:
         """The most bytes of UTF-8 (JSON-escaped) text one message can hold on this relay."""
-        budget = largest_bucket(self.max_message_bytes)
-        return max(0, budget - len(encode_message("", now_ms(), self._sid, self._sent + 1)))
+        budget = largest_bucket(self.max_message_bytes, MESSAGE_OVERHEAD)
+        return max(0, budget - len(encode_text("", now_ms())))
+
+    async def _settle(self, ring: KeyRing) -> None:
+        """Waits, up to KEY_WAIT seconds, for the keys of members who have just joined (or
+        whom this client has just joined), so that a message sent right after a join reaches
+        them. The reader task keeps exchanging keys meanwhile."""
+        deadline = time.monotonic() + KEY_WAIT
+        while ring.awaiting() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _send_outbox(self) -> None:
+        async with self._send_lock:
+            await self._send_outbox_locked()
+
+    def _answer_keys_soon(self) -> None:
+        """Sends this member's chain to the members just learnt of, KEY_BATCH seconds from
+        now, with whoever else turns up by then: one frame for a burst of joins."""
+        if self._ring is not None and self._ring.owes() and self._answer is None:
+            self._answer = asyncio.get_running_loop().call_later(KEY_BATCH, self._answer_now)
+
+    def _answer_now(self) -> None:
+        self._answer = None
+        self._background.add(task := asyncio.ensure_future(self._answer_keys()))
+        task.add_done_callback(self._background.discard)
+
+    async def _answer_keys(self) -> None:
+        with contextlib.suppress(aiohttp.ClientError, ConnectionError):
+            await self._send_outbox()
+
+    async def _send_outbox_locked(self) -> None:
+        """Sends the key ring's frames, in order, before anything sealed after them."""
+        ring, ws = self._ring, self._ws
+        if ring is None or ws is None:
+            return
+        ring.flush()
+        while ring.outbox:
+            await ws.send_bytes(ring.outbox.pop(0))
+
+    async def _tick(self) -> None:
+        """Reports, once a second, the messages that waited too long for their keys."""
+        while self._ring is not None:
+            await asyncio.sleep(1.0)
+            if self._ring is not None:
+                for outcome in self._ring.tick(time.monotonic()):
+                    self._outcome(outcome)
 
     async def purge(self) -> None:
         """Ends the room for everyone; the relay then sends every member ``purged``.
@@ -298,12 +389,17 @@ class Room:
                 msg = await ws.receive()
                 if msg.type == aiohttp.WSMsgType.BINARY:
                     self._ciphertext(msg.data)
+                    self._answer_keys_soon()
+                    if self._ring is not None and self._ring.outbox:
+                        await self._send_outbox()
                 elif msg.type == aiohttp.WSMsgType.TEXT:
                     ending = self._control(answers.json_object(msg.data))
                     if ending is not None:
                         # The 4410 close follows; the room is over either way.
                         await ws.close(code=1000)
                         break
+                    if self._ring is not None and self._ring.outbox:
+                        await self._send_outbox()
                 else:
                     # CLOSE (aiohttp has answered it), or CLOSING (leave() is closing), or the
                     # connection broke.
@@ -316,18 +412,44 @@ class Room:
             self._finish(ending, ws.close_code, close_reason)
 
     def _ciphertext(self, data: bytes) -> None:
-        if len(data) <= MEMBER_ID_BYTES or self._aead is None:
+        if len(data) <= MEMBER_ID_BYTES or self._ring is None or self._aead is None:
             return
-        sender = self._name(int.from_bytes(data[:MEMBER_ID_BYTES], "big"))
+        sender_id, frame = int.from_bytes(data[:MEMBER_ID_BYTES], "big"), data[MEMBER_ID_BYTES:]
+        if frame[0] == OLD_VERSION:
+            self._old_client(sender_id, frame)
+            return
+        for outcome in self._ring.on_frame(sender_id, frame, time.monotonic()):
+            self._outcome(outcome)
+
+    def _outcome(self, outcome: Readable | Unreadable | KeyProblem) -> None:
+        if isinstance(outcome, KeyProblem):
+            self._events.put(KeyWarning(self._name(outcome.member), outcome.why))
+            return
+        sender = self._name(outcome.sender)
+        if isinstance(outcome, Unreadable):
+            if outcome.why == "repeated":
+                self._events.put(Replayed(sender))
+            else:
+                self._events.put(Undecryptable(sender, _UNREADABLE[outcome.why]))
+            return
         try:
-            message = decode_message(unseal(self._aead, self.link.room, data[MEMBER_ID_BYTES:]))
-        except (DecryptError, MessageFormatError) as exc:
-            self._events.put(Undecryptable(sender, str(exc)))
+            text, ts = decode_text(outcome.plaintext)
+        except MessageFormatError as exc:
+            self._events.put(Undecryptable(sender, f"could not be decrypted ({exc})"))
             return
-        if not self._guard.accept(sender.id, message.sid, message.n):
-            self._events.put(Replayed(sender))
-            return
-        self._events.put(Message(sender, message.text, message.ts))
+        self._events.put(Message(sender, text, ts))
+
+    def _old_client(self, sender_id: int, frame: bytes) -> None:
+        """A frame of protocol version 1, sealed under the link's key: another new client's
+        notice for older clients (ignored), or an older client's message (not read: this room
+        needs forward secrecy; its sender is told, once, that it needs a newer client)."""
+        assert self._aead is not None
+        with contextlib.suppress(DecryptError, MessageFormatError):
+            if decode_message(unseal(self._aead, self.link.room, frame)).upgrade:
+                return
+        if sender_id not in self._old_clients:
+            self._old_clients.add(sender_id)
+            self._events.put(Undecryptable(self._name(sender_id), OLD_CLIENT))
 
     def _control(self, data: dict[str, Any] | None) -> str | None:
         """Handles one control message; returns "expired" or "purged" when the room ended."""
@@ -341,10 +463,14 @@ class Room:
                 member = answers.member(data.get("member"))
                 self._members[member.id] = member
                 self._names[member.id] = member.name
+                if self._ring is not None:
+                    self._ring.on_join(member.id)
                 self._events.put(Joined(member))
             elif kind == "leave":
                 member = answers.member(data.get("member"))
                 self._members.pop(member.id, None)
+                if self._ring is not None:
+                    self._ring.on_leave(member.id)  # a new chain, which the one who left lacks
                 self._events.put(Left(member))
             elif kind == "error":
                 self._events.put(RelayError(answers.error_code(data)))
@@ -367,8 +493,13 @@ class Room:
             f"connection lost (close code {code})" if code else "connection lost"
         )
         self.ended = Ended(reason, code, message)
-        # The key is of no more use; drop it, as the browser does when a room ends.
+        # The keys are of no more use; drop them, as the browser does when a room ends.
         self._aead = None
+        self._ring = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._answer is not None:
+            self._answer.cancel()
         self._events.put(self.ended)
 
 

@@ -45,10 +45,11 @@ export function bucketFor(length) {
   return bucket;
 }
 
-// The largest plaintext bucket whose ciphertext fits in maxMessageBytes, or 0 if none does.
-export function largestBucket(maxMessageBytes) {
+// The largest plaintext bucket whose ciphertext (overhead bytes more) fits in maxMessageBytes,
+// or 0 if none does.
+export function largestBucket(maxMessageBytes, overhead = OVERHEAD) {
   let bucket = 0;
-  for (let b = SMALLEST_BUCKET; b + OVERHEAD <= maxMessageBytes; b *= 2) bucket = b;
+  for (let b = SMALLEST_BUCKET; b + overhead <= maxMessageBytes; b *= 2) bucket = b;
   return bucket;
 }
 

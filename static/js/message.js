@@ -1,6 +1,7 @@
 // The plaintext inside each ciphertext (docs/client.md, "Plaintext"): UTF-8 JSON
 //   {"text": string, "ts": ms, "sid": b64u(8 random bytes), "n": counter from 1}
-// sid and n let a receiver refuse a ciphertext the relay replays (see replay.js).
+// That is protocol version 1, kept only to say "this room needs a newer client" to older
+// clients and to recognise their messages; version 2 (senderkeys.js) carries {"text", "ts"}.
 
 import { b64uDecode, utf8Decode, utf8Encode } from "./encoding.js";
 
@@ -21,14 +22,16 @@ export function repair(text) {
   return text.replace(LONE_SURROGATE, "\uFFFD");
 }
 
-export function encodeMessage({ text, ts, sid, n }) {
-  return utf8Encode(JSON.stringify({ text, ts, sid, n }));
+export function encodeMessage({ text, ts, sid, n, upgrade }) {
+  return utf8Encode(JSON.stringify({ text, ts, sid, n, upgrade }));
 }
 
-// Parses a decrypted, padded plaintext. Unknown fields are ignored, as everywhere in the
-// protocol. Lone surrogates in the text are repaired (above). Throws MessageFormatError
-// when a field is missing or of the wrong kind.
-export function decodeMessage(padded) {
+// The plaintext of a protocol-version-2 message: {"text": string, "ts": ms}.
+export function encodeText({ text, ts }) {
+  return utf8Encode(JSON.stringify({ text, ts }));
+}
+
+function parseObject(padded) {
   let value;
   try {
     value = JSON.parse(utf8Decode(padded));
@@ -38,12 +41,29 @@ export function decodeMessage(padded) {
   if (value === null || typeof value !== "object" || Array.isArray(value)) {
     throw new MessageFormatError("not an object");
   }
-  const { text, ts, sid, n } = value;
+  return value;
+}
+
+// A decrypted version-2 plaintext: {text (repaired), ts}. Throws MessageFormatError.
+export function decodeText(padded) {
+  const { text, ts } = parseObject(padded);
+  if (typeof text !== "string") throw new MessageFormatError("text");
+  if (!Number.isSafeInteger(ts) || ts < 0) throw new MessageFormatError("ts");
+  return { text: repair(text), ts };
+}
+
+// Parses a decrypted, padded plaintext. Unknown fields are ignored, as everywhere in the
+// protocol. Lone surrogates in the text are repaired (above). Throws MessageFormatError
+// when a field is missing or of the wrong kind.
+export function decodeMessage(padded) {
+  const { text, ts, sid, n, upgrade } = parseObject(padded);
   if (typeof text !== "string") throw new MessageFormatError("text");
   if (!Number.isSafeInteger(ts) || ts < 0) throw new MessageFormatError("ts");
   if (typeof sid !== "string" || b64uDecode(sid)?.length !== SID_BYTES) {
     throw new MessageFormatError("sid");
   }
   if (!Number.isSafeInteger(n) || n < 1) throw new MessageFormatError("n");
-  return { text: repair(text), ts, sid, n };
+  const message = { text: repair(text), ts, sid, n };
+  if (upgrade !== undefined) message.upgrade = true;
+  return message;
 }

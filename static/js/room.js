@@ -4,12 +4,12 @@
 
 import { getLimits } from "./api.js";
 import { RoomChannel } from "./channel.js";
-import { decrypt, encrypt, fingerprint, importRoomKey, largestBucket } from "./crypto.js";
+import { decrypt, encrypt, fingerprint, importRoomKey, largestBucket, pad } from "./crypto.js";
 import { b64uEncode } from "./encoding.js";
 import { describeCountdown, formatClock, formatCountdown, formatNumber } from "./format.js";
 import { buildLink, parseFragment, roomFromPath } from "./link.js";
-import { SID_BYTES, decodeMessage, encodeMessage } from "./message.js";
-import { ReplayGuard } from "./replay.js";
+import { SID_BYTES, decodeMessage, decodeText, encodeMessage, encodeText } from "./message.js";
+import { KeyRing, MESSAGE_OVERHEAD, VERSION, announceCryptoKey } from "./senderkeys.js";
 import { shownNodes } from "./text.js";
 
 const $ = (id) => document.getElementById(id);
@@ -94,11 +94,13 @@ const state = {
   expires: 0,
   members: new Map(),
   names: new Map(),
-  sid: null,
-  sent: 0,
-  guard: new ReplayGuard(),
-  receiving: Promise.resolve(),
-  sending: Promise.resolve(),
+  announceKey: null,
+  ring: null,
+  // Every use of the key ring (frames in, joins and leaves, messages out) runs on this one
+  // chain, in order: Web Crypto is asynchronous, and keys must go out before what they open.
+  keys: Promise.resolve(),
+  oldClients: new Set(),
+  answer: 0,
   joinedBefore: false,
   ticker: 0,
 };
@@ -137,7 +139,7 @@ function nameOf(memberId) {
   return state.names.get(memberId) ?? `Member ${memberId}`;
 }
 
-function showMessage({ sender, ts, text, mine = false, failed = false }) {
+function showMessage({ sender, ts, text, mine = false, failed = false, why = null, delivery = null }) {
   const item = el("li", `message${mine ? " mine" : ""}${failed ? " undecryptable" : ""}`);
   const meta = el("p", "meta");
   meta.append(shown("span", "sender", mine ? `${sender} (you)` : sender));
@@ -145,7 +147,11 @@ function showMessage({ sender, ts, text, mine = false, failed = false }) {
   const time = el("time", "sent", formatClock(ts));
   time.dateTime = new Date(ts).toISOString();
   meta.append(time);
-  item.append(meta, shown("p", "text", failed ? "could not be decrypted" : text));
+  item.append(meta, shown("p", "text", failed ? (why ?? "could not be decrypted") : text));
+  if (delivery !== null) {
+    item.classList.add(delivery.state);
+    item.append(el("p", "delivery", delivery.text));
+  }
   appendToLog(item);
 }
 
@@ -181,10 +187,10 @@ function tick() {
 
 // The largest plaintext this relay lets through, and how much of it the text would use.
 function measure(text) {
-  const budget = largestBucket(state.limits.maxMessageBytes);
-  const envelope = { ts: Date.now(), sid: state.sid, n: state.sent + 1 };
-  const base = encodeMessage({ ...envelope, text: "" }).length;
-  const used = encodeMessage({ ...envelope, text }).length;
+  const budget = largestBucket(state.limits.maxMessageBytes, MESSAGE_OVERHEAD);
+  const ts = Date.now();
+  const base = encodeText({ ts, text: "" }).length;
+  const used = encodeText({ ts, text }).length;
   return { used: used - base, limit: Math.max(0, budget - base), fits: used <= budget };
 }
 
@@ -202,22 +208,67 @@ function updateCount() {
   sendButton.disabled = !fits;
 }
 
+// Who a message reaches, said with it: nobody (alone in the room), some (keys still on
+// their way to others), or everyone present (said by nothing).
+function deliveryOf(reached, present) {
+  const waiting = [...present].filter((id) => !reached.has(id));
+  if (present.size === 0) {
+    return {
+      state: "not-delivered",
+      text:
+        "Not delivered: nobody else is here yet. There is no history: whoever joins later " +
+        "will not see it.",
+    };
+  }
+  if (waiting.length > 0) {
+    const names = waiting.map(nameOf).join(", ");
+    return {
+      state: "partly-delivered",
+      text:
+        `Not read by ${names}: their keys were still on the way. ` +
+        `Read by ${reached.size} of ${present.size}.`,
+    };
+  }
+  return null;
+}
+
+// How long a message waits for the keys of members who have just joined (or whom this tab
+// has just joined), so that a message sent right after a join reaches them.
+const KEY_WAIT_MS = 2000;
+
+async function settle(ring) {
+  const deadline = performance.now() + KEY_WAIT_MS;
+  while (ring.awaiting().size > 0 && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function sendOutbox(ring, channel) {
+  while (ring.outbox.length > 0) channel.send(ring.outbox.shift());
+}
+
 function send() {
   const text = compose.value;
   if (text.trim() === "" || !measure(text).fits) return;
-  state.sent += 1;
-  const message = { text, ts: Date.now(), sid: state.sid, n: state.sent };
+  const message = { text, ts: Date.now() };
   compose.value = "";
   updateCount();
-  const { key, channel, room } = state;
-  // Encryption is asynchronous; chaining keeps this tab's messages in the order typed.
-  state.sending = state.sending
+  const { ring, channel } = state;
+  if (ring === null) return;
+  const settled = settle(ring);
+  state.keys = state.keys
     .then(async () => {
-      const ciphertext = await encrypt(key, room, encodeMessage(message));
-      if (ciphertext.length > state.limits.maxMessageBytes) {
+      await settled;
+      await ring.flush();
+      sendOutbox(ring, channel);
+      const reached = ring.holders();
+      const present = ring.present();
+      const frame = await ring.seal(pad(encodeText(message)));
+      if (frame.length > state.limits.maxMessageBytes) {
         notice("That message is too long for this relay and was not sent.");
-      } else if (channel.send(ciphertext)) {
-        showMessage({ sender: state.me.name, ts: message.ts, text, mine: true });
+      } else if (channel.send(frame)) {
+        const delivery = deliveryOf(reached, present);
+        showMessage({ sender: state.me.name, ts: message.ts, text, mine: true, delivery });
       } else {
         notice("Not connected: that message was not sent.");
       }
@@ -227,21 +278,118 @@ function send() {
 
 // --- Receiving --------------------------------------------------------------------------
 
-async function receive(memberId, ciphertext) {
-  const { key, room } = state;
-  if (key === null) return;
+const UNREADABLE = {
+  failed: "could not be decrypted",
+  malformed: "could not be decrypted",
+  "no-keys": "could not be read: it was sent before its sender's keys reached you",
+};
+
+function keyWarning(member, why) {
+  const name = nameOf(member);
+  const compare = "Compare the key fingerprint with them by phone or in person.";
+  return why === "changed"
+    ? `Warning: ${name}'s key changed during the visit; their messages cannot be read. ${compare}`
+    : `Warning: the key ${name} announced could not be authenticated (the relay or someone on ` +
+        `the way may have changed it); their messages cannot be read. ${compare}`;
+}
+
+function showOutcome(outcome) {
+  if (outcome.type === "key-problem") {
+    notice(keyWarning(outcome.member, outcome.why));
+    return;
+  }
+  const sender = nameOf(outcome.sender);
+  if (outcome.type === "unreadable") {
+    if (outcome.why === "repeated") {
+      notice(`A repeated or out-of-order message from ${sender} was ignored.`);
+    } else {
+      showMessage({ sender, ts: Date.now(), failed: true, why: UNREADABLE[outcome.why] });
+    }
+    return;
+  }
   let message;
   try {
-    message = decodeMessage(await decrypt(key, room, ciphertext));
+    message = decodeText(outcome.plaintext);
   } catch {
-    showMessage({ sender: nameOf(memberId), ts: Date.now(), failed: true });
+    showMessage({ sender, ts: Date.now(), failed: true });
     return;
   }
-  if (!state.guard.accept(memberId, message.sid, message.n)) {
-    notice(`A repeated or out-of-order message from ${nameOf(memberId)} was ignored.`);
-    return;
+  showMessage({ sender, ts: message.ts, text: message.text });
+}
+
+// A frame of protocol version 1, sealed under the link's key: another new client's notice
+// for older clients (ignored), or an older client's message, which this room cannot read.
+async function receiveOld(memberId, ciphertext) {
+  try {
+    if (decodeMessage(await decrypt(state.key, state.room, ciphertext)).upgrade) return;
+  } catch {
+    // Not a readable old message either: said below like any other.
   }
-  showMessage({ sender: nameOf(memberId), ts: message.ts, text: message.text });
+  if (state.oldClients.has(memberId)) return;
+  state.oldClients.add(memberId);
+  notice(
+    `${nameOf(memberId)} uses an older client, which cannot take part in this room: they need ` +
+      "a newer one.",
+  );
+}
+
+// Runs work(ring) on the key ring's chain; shows what it returns, then sends what the ring
+// queued (keys go out before anything sealed after them).
+function onKeys(work) {
+  const { ring, channel } = state;
+  if (ring === null) return;
+  state.keys = state.keys
+    .then(async () => {
+      for (const outcome of await work(ring)) showOutcome(outcome);
+      sendOutbox(ring, channel);
+      if (ring.owes() && state.answer === 0) state.answer = setTimeout(answerKeys, KEY_BATCH_MS);
+    })
+    .catch((error) => notice(`A message could not be shown: ${error.message}`));
+}
+
+// Keys frames that arrive together are answered with one frame of this tab's chain, KEY_BATCH_MS
+// after the first: a join in a room of 64 then stays within the relay's rate limit.
+const KEY_BATCH_MS = 25;
+
+function answerKeys() {
+  state.answer = 0;
+  const { ring, channel } = state;
+  if (ring === null) return;
+  state.keys = state.keys
+    .then(async () => {
+      await ring.flush();
+      sendOutbox(ring, channel);
+    })
+    .catch((error) => notice(`This connection's keys could not be sent: ${error.message}`));
+}
+
+// What an older client (protocol version 1) shows when this tab joins (docs/upgrading.md).
+const UPGRADE_NOTICE =
+  "[This room now needs a newer pugfast client, with forward secrecy: this client cannot read " +
+  "what the others write, nor they what it writes. Update it, or open the link in a browser.]";
+
+// A key ring of this connection's own: a fresh key pair, a fresh chain, announced at once.
+function startKeys() {
+  const ring = new KeyRing(state.room);
+  const { channel } = state;
+  const others = [...state.members.keys()].filter((id) => id !== state.me.id);
+  state.ring = ring;
+  state.keys = state.keys
+    .then(async () => {
+      const sid = b64uEncode(crypto.getRandomValues(new Uint8Array(SID_BYTES)));
+      const old = { text: UPGRADE_NOTICE, ts: Date.now(), sid, n: 1, upgrade: VERSION };
+      channel.send(await encrypt(state.key, state.room, encodeMessage(old)));
+      await ring.init(state.announceKey);
+      await ring.start(state.me.id, others);
+      sendOutbox(ring, channel);
+    })
+    .catch((error) => notice(`This connection's keys could not be made: ${error.message}`));
+}
+
+function tickKeys() {
+  const { ring } = state;
+  if (ring === null) return;
+  for (const outcome of ring.tick(performance.now())) showOutcome(outcome);
 }
 
 const handler = {
@@ -259,26 +407,40 @@ const handler = {
     document.title = "Room: pugfast";
     notice(`${state.joinedBefore ? "You joined again" : "You joined"} as ${state.me.name}.`);
     state.joinedBefore = true;
+    startKeys();
     updateCount();
     compose.focus();
   },
   join(member) {
     state.members.set(member.id, member.name);
     state.names.set(member.id, member.name);
+    onKeys(async (ring) => {
+      ring.onJoin(member.id);
+      return [];
+    });
     showMembers();
     notice(`${member.name} joined.`);
   },
   leave(member) {
     state.members.delete(member.id);
+    // A new chain of this tab's own, which the one who left does not get.
+    onKeys(async (ring) => {
+      await ring.onLeave(member.id);
+      return [];
+    });
     showMembers();
     notice(`${member.name} left.`);
   },
   ciphertext(memberId, bytes) {
-    // Decryption is asynchronous; chaining keeps each sender's messages in relay order.
     const copy = bytes.slice();
-    state.receiving = state.receiving
-      .then(() => receive(memberId, copy))
-      .catch((error) => notice(`A message could not be shown: ${error.message}`));
+    if (copy[0] !== VERSION) {
+      onKeys(async () => {
+        await receiveOld(memberId, copy);
+        return [];
+      });
+      return;
+    }
+    onKeys((ring) => ring.onFrame(memberId, copy, performance.now()));
   },
   error(code) {
     if (code === "rate_limited") {
@@ -298,6 +460,7 @@ const handler = {
 
 function forget() {
   state.key = null;
+  state.announceKey = null;
   state.keyText = null;
   state.secret = null;
   messageList.replaceChildren();
@@ -309,6 +472,8 @@ function showEnding(name) {
   const ending = ENDINGS[name];
   if (purgeDialog.open) purgeDialog.close();
   clearInterval(state.ticker);
+  // This connection's key pair and chains go with it: nothing of them is kept.
+  state.ring = null;
   if (ending.final) forget();
   screens.ended.dataset.ending = name;
   $("ended-title").textContent = ending.title;
@@ -325,11 +490,10 @@ function showEnding(name) {
 // --- Joining ----------------------------------------------------------------------------
 
 function join() {
-  // A fresh sender id for every connection: receivers bind it to this connection's member
-  // id (replay.js), and a new connection gets a new member id.
-  state.sid = b64uEncode(crypto.getRandomValues(new Uint8Array(SID_BYTES)));
-  state.sent = 0;
-  state.ticker = setInterval(tick, 1000);
+  state.ticker = setInterval(() => {
+    tick();
+    tickKeys();
+  }, 1000);
   state.channel = new RoomChannel(state.room, state.secret, handler);
   state.channel.connect();
 }
@@ -418,12 +582,14 @@ async function start() {
   }
   state.secret = link.secret;
   state.keyText = link.keyText;
-  const [key, words] = await Promise.all([
+  const [key, announceKey, words] = await Promise.all([
     importRoomKey(link.key),
+    announceCryptoKey(link.key, state.room),
     fingerprint(link.key, state.room),
   ]);
   link.key.fill(0);
   state.key = key;
+  state.announceKey = announceKey;
   showFingerprint(words);
   wireControls();
   connect();
