@@ -309,17 +309,22 @@ def make_app(gateway: Gateway) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[GATEWAY] = gateway
     app.on_response_prepare.append(add_security_headers)
-    router, expect = app.router, {"expect_handler": answer_expect}
-    router.add_get("/", home, **expect)
-    router.add_get("/healthz", healthz, **expect)
-    router.add_get("/api/limits", limits, **expect)
-    router.add_post("/api/challenge", challenge, **expect)
-    router.add_post("/api/rooms", create_room, **expect)
-    router.add_get(f"/r/{{room:{ROOM_ID}}}", room_page, **expect)
-    router.add_get(f"/r/{{room:{ROOM_ID}}}/ws", websocket, allow_head=False, **expect)
-    router.add_get("/static/{path:.*}", static_file, **expect)
-    # Last: everything no route above takes, so that its Expect header is answered here too.
-    router.add_route("*", "/{path:.*}", no_route, **expect)
+    router = app.router
+    for method, path, handler in (
+        ("GET", "/", home),
+        ("GET", "/healthz", healthz),
+        ("GET", "/api/limits", limits),
+        ("POST", "/api/challenge", challenge),
+        ("POST", "/api/rooms", create_room),
+        ("GET", f"/r/{{room:{ROOM_ID}}}", room_page),
+        ("GET", f"/r/{{room:{ROOM_ID}}}/ws", websocket),
+        ("GET", "/static/{path:.*}", static_file),
+        # Last: everything no route above takes, so that its Expect header is answered here too.
+        ("*", "/{path:.*}", no_route),
+    ):
+        if method == "GET" and handler is not websocket:
+            router.add_route("HEAD", path, handler, expect_handler=answer_expect)
+        router.add_route(method, path, handler, expect_handler=answer_expect)
     return app
 
 

@@ -149,6 +149,14 @@ def duration(seconds: float) -> str:
 class Output:
     """Where a session's lines go, and what its standard input means."""
 
+    # Whether a person types at it: lines starting with "/" are commands, a line sent is shown
+    # back, and notices need no quoting of what they are about.
+    interactive = False
+
+    def signal_handlers(self) -> dict[int, Callable[[], None]]:
+        """Signals this output answers while a session runs, and how."""
+        return {}
+
     def message(self, name: str, text: str, ts: int, *, mine: bool = False) -> None:
         raise NotImplementedError
 
@@ -208,6 +216,13 @@ class Terminal(Output):
     last row (screen.py), from ``start`` to ``stop``. Before, after, and where standard output
     is not a terminal, rows are written as they come and the terminal echoes what is typed."""
 
+    interactive = True
+
+    def signal_handlers(self) -> dict[int, Callable[[], None]]:
+        # A resized terminal gets the typed line drawn to its new width; after Ctrl-Z and fg,
+        # the shell has reset the terminal's mode, so it is set again.
+        return {signal.SIGWINCH: self.redraw, signal.SIGCONT: self.resume}
+
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
         # Received text is repaired and escaped before it gets here; an encoding that cannot
@@ -252,7 +267,7 @@ class Terminal(Output):
     def typed(self, chunk: bytes) -> list[str | None]:
         if self._saved_mode is None:
             return self._lines.feed(chunk)
-        done = self.editor.feed(chunk) if chunk else [None]
+        done: list[str | None] = self.editor.feed(chunk) if chunk else [None]
         self.redraw()
         return done
 
@@ -432,19 +447,16 @@ class Chat:
             ui.stop()
 
     async def _converse(self, room: Room, ui: Output, loop: asyncio.AbstractEventLoop) -> int:
-        if isinstance(ui, Terminal):
-            # A resized terminal gets the typed line drawn to its new width; after Ctrl-Z and
-            # fg, the shell has reset the terminal's mode, so it is set again.
-            for signum, handler in ((signal.SIGWINCH, ui.redraw), (signal.SIGCONT, ui.resume)):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(signum, handler)
+        for signum, handler in ui.signal_handlers().items():
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, handler)
         here = ", ".join(
             f"{m.name}{' (you)' if m.id == room.me.id else ''}" for m in room.members.values()
         )
         ui.notice(f"You joined as {room.me.name}{' (creator)' if room.creator else ''}. "
                   f"In the room ({len(room.members)} of {room.capacity}): {here}.")
         ui.notice(self._time_left(room))
-        if isinstance(ui, Terminal):
+        if ui.interactive:
             ui.notice(_HELP)
 
         lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -503,7 +515,7 @@ class Chat:
             if line is None:
                 await room.leave()
                 return
-            if isinstance(ui, Terminal):
+            if ui.interactive:
                 if line.startswith("/") and not line.startswith("//"):
                     if await self._command(room, line.strip()):
                         return
@@ -520,11 +532,11 @@ class Chat:
                 continue
             except NotConnected:
                 return
-            if isinstance(ui, Terminal):
+            if ui.interactive:
                 ui.message(room.me.name, text, now_ms(), mine=True)
             if not delivery.reached and not delivery.waiting:
                 ui.notice("Not delivered: nobody else is here yet. There is no history: whoever joins "
-                          "later will not see it." + ("" if isinstance(ui, Terminal) else f" ({text[:40]})"))
+                          "later will not see it." + ("" if ui.interactive else f" ({text[:40]})"))
             elif delivery.waiting:
                 names = ", ".join(m.name for m in delivery.waiting)
                 present = len(delivery.reached) + len(delivery.waiting)
@@ -540,7 +552,7 @@ class Chat:
         if command == "/who":
             for member in room.members.values():
                 tags = [tag for tag, on in (("you", member.id == room.me.id),
-                                            ("creator", member.id == 1)) if on]
+                                            ("creator", room.is_creator(member))) if on]
                 ui.notice(f"{member.name}{' (' + ', '.join(tags) + ')' if tags else ''}")
             ui.notice(f"{len(room.members)} of {room.capacity} here. {self._time_left(room)}")
         elif command == "/purge":

@@ -118,6 +118,14 @@ class Room:
     capacity: int
     expires: int
 
+    # The creator is the room's first member, and member ids start at 1 and are never reused
+    # (docs/protocol.md §5.3): the welcome says so to the creator alone (``creator``).
+    CREATOR_ID = 1
+
+    def is_creator(self, member: Member) -> bool:
+        """Whether ``member`` is the room's creator (who may purge it)."""
+        return member.id == (self.me.id if self.creator else self.CREATOR_ID)
+
     def __init__(self, link: Link, *, insecure: bool = False, timeout: float = 10.0) -> None:
         self.link = link
         self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES

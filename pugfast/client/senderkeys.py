@@ -22,6 +22,7 @@ import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import DecryptError, MissingDependency
 
@@ -55,7 +56,7 @@ def _u32(value: int) -> bytes:
     return struct.pack(">I", value)
 
 
-def _crypto():  # type: ignore[no-untyped-def]
+def _crypto() -> Any:
     try:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
