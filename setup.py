@@ -71,8 +71,8 @@ class build_ext_or_fall_back(build_ext):
 
 # The compiler records the directory it ran in (DWARF's comp_dir) in the extension's debug
 # information, and build frontends build from a fresh temporary directory every time. Mapping
-# that directory to "." makes the .so, and so the wheel, depend on the sources alone: two builds
-# with the same SOURCE_DATE_EPOCH give the same bytes (scripts/check_wheel.sh checks it).
+# that directory to "." makes the .so, and so a wheel built from source, depend on the sources
+# alone. (The release's wheels are compiled by zig instead: scripts/cross_wheels.py.)
 REPRODUCIBLE = [f"-fdebug-prefix-map={ROOT.resolve()}=."]
 
 extensions = cythonize(

@@ -66,6 +66,13 @@ for deb in "$DEST"/debs/*.deb; do
 done
 PYTHON="$DEST/root/usr/bin/python$VERSION"
 [ -x "$PYTHON" ] || die "the packages held no $PYTHON"
+# From Debian 13 on, packages install into /usr only, and base-files (not fetched) makes /lib
+# and the rest links into it: the loader's path, /lib/ld-linux-*.so.1, needs them.
+for merged in bin sbin lib lib64; do
+  if [ -d "$DEST/root/usr/$merged" ] && [ ! -e "$DEST/root/$merged" ]; then
+    ln -s "usr/$merged" "$DEST/root/$merged"
+  fi
+done
 
 if [ "$(dpkg --print-architecture)" = "$ARCH" ]; then
   multiarch="$(dpkg-architecture -a "$ARCH" -qDEB_HOST_MULTIARCH 2>/dev/null || echo "$(uname -m)-linux-gnu")"

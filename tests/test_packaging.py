@@ -11,6 +11,7 @@ scripts/check_wheel.sh and scripts/test_installed_wheel.sh, which .ci/run runs.
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import re
 import shutil
@@ -117,6 +118,35 @@ def test_sdist_holds_the_whole_checkout_and_nothing_generated(tmp_path: Path) ->
     for source_file in ("_speedups.pyx", "_speedups.pxd", "_frames.pxi", "_fanout.pxi"):
         assert f"_ext/pugfast/{source_file}" in members
     assert "LICENSE" in members
+
+
+def test_normalized_sdists_of_the_same_files_are_byte_identical(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("normalize_sdist", ROOT / "scripts" / "normalize_sdist.py")
+    normalize_sdist = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(normalize_sdist)
+    files = {"pkg-1/PKG-INFO": b"Name: pkg\n", "pkg-1/setup.py": b"print()\n", "pkg-1/a/b.py": b"x = 1\n"}
+
+    def sdist(name: str, order: list[str], mtime: int, owner: str) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as archive:
+            for member in order:
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime, info.uname, info.uid = len(files[member]), mtime, owner, 1000
+                info.mode = 0o664
+                archive.addfile(info, io.BytesIO(files[member]))
+        return path
+
+    one = sdist("one.tar.gz", sorted(files), 1_700_000_000, "alice")
+    two = sdist("two.tar.gz", sorted(files, reverse=True), 1_800_000_000, "bob")
+    assert one.read_bytes() != two.read_bytes()
+    for path in (one, two):
+        normalize_sdist.normalize(path, 1_796_000_000)
+    assert one.read_bytes() == two.read_bytes()
+    with tarfile.open(one) as archive:
+        members = archive.getmembers()
+        assert [m.name for m in members] == sorted(files)
+        assert {archive.extractfile(m).read() for m in members} == set(files.values())
+        assert {(m.mtime, m.uid, m.uname, m.mode) for m in members} == {(1_796_000_000, 0, "", 0o644)}
 
 
 # -- no compiler, no failure ------------------------------------------------------------------
