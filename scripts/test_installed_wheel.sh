@@ -28,6 +28,7 @@
 #      none    no pytest
 #    Default: engine.
 # 4. `pugfast serve` from the venv, and a relayed chat with it (scripts/relay_chat.sh).
+# Under qemu, Hypothesis's timing checks are off (scripts/emulated_hypothesis.py).
 # --engine python runs steps 3 and 4 on the pure-Python twin (PUGFAST_NO_EXTENSIONS=1) of the
 # same installed package, after step 2 has shown the compiled engine loads.
 # Prints PASS or FAIL for each step; exits non-zero on the first failure.
@@ -136,7 +137,13 @@ if [ ${#selection[@]} -gt 0 ]; then
       xargs -0 cp --parents -t "$WORK/checkout"
   )
   if [ "$engine" = python ]; then export PUGFAST_NO_EXTENSIONS=1; fi
-  (cd "$WORK/checkout" && "${VPY[@]}" -m pytest -q -p no:cacheprovider --durations=5 "${selection[@]}") ||
+  plugins=()
+  if [ -n "$qemu" ]; then
+    # Hypothesis's timing checks measure the emulator there: scripts/emulated_hypothesis.py.
+    export PYTHONPATH="$ROOT/scripts"
+    plugins=(-p emulated_hypothesis)
+  fi
+  (cd "$WORK/checkout" && "${VPY[@]}" -m pytest -q -p no:cacheprovider --durations=5 "${plugins[@]}" "${selection[@]}") ||
     fail "the suite ($tests) failed against the wheel installed on CPython $version"
   pass "the suite ($tests) passed against the wheel installed on CPython $version"
 fi
