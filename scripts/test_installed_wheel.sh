@@ -10,7 +10,8 @@
 # qemu-aarch64-static -L ROOT. DIST holds the wheels; pip picks the one that fits.
 #
 # 1. A fresh venv; pugfast from DIST alone (--no-index, --only-binary :all:, CC=false), then
-#    the test requirements (the test extra's, binary packages only) from PyPI.
+#    the test requirements (the test extra's, binary packages only) from PyPI. Under qemu the
+#    host's pip installs them, for the emulated CPython's tags.
 # 2. From a scratch directory: pugfast imports from the venv, not from any source tree, and
 #    its engine is the compiled one, loaded from the file name this CPython looks for.
 # 3. SET of the suite, run from a copy of the checkout without pugfast/, _ext/ or setup.py, so
@@ -85,17 +86,31 @@ VPY=("${RUN[@]}" "$VENV/bin/python")
 version="$("${RUN[@]}" "$PYTHON" -c 'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.machine())')" ||
   fail "$PYTHON does not run"
 step "CPython $version ($PYTHON${qemu:+, under qemu}): a fresh venv, pugfast from $DIST"
-if [ -n "$debian_root" ]; then
+if [ -n "$qemu" ]; then
+  # pip itself would take many minutes under emulation to resolve and unpack the test
+  # requirements: the host's pip installs into the venv instead, for the target's own tags (its
+  # CPython version, and the manylinux tags its glibc runs). The next step checks that the
+  # emulated interpreter then imports the compiled engine under the name it looks for.
+  "${RUN[@]}" "$PYTHON" -m venv --without-pip "$VENV" || fail "no venv"
+  IFS=' ' read -r pyversion glibc arch < <("${VPY[@]}" -c \
+    'import os, platform, sys; print("%d.%d" % sys.version_info[:2], os.confstr("CS_GNU_LIBC_VERSION").split()[1].replace(".", "_"), platform.machine())')
+  site="$("${VPY[@]}" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+  mapfile -t tags < <(python3 "$ROOT/scripts/wheel_targets.py" platforms "manylinux_${glibc}_$arch" | tr ' ' '\n')
+  INSTALL=(python3 -m pip install --target "$site" "${tags[@]}" --python-version "$pyversion"
+           --implementation cp --abi "cp${pyversion/./}")
+elif [ -n "$debian_root" ]; then
   # Debian's ensurepip looks for pip in the system's /usr/share/python-wheels, not the root's.
   "${RUN[@]}" "$PYTHON" -m venv --without-pip "$VENV" || fail "no venv"
   pip_wheels=("$debian_root"/usr/share/python-wheels/pip-*.whl)
   [ -f "${pip_wheels[0]}" ] || fail "no pip wheel in $debian_root/usr/share/python-wheels"
-  "${VPY[@]}" "${pip_wheels[0]}/pip" install -q --no-index "${pip_wheels[0]}" || fail "could not install pip"
+  "${VPY[@]}" "${pip_wheels[0]}/pip" install -q --no-compile --no-index "${pip_wheels[0]}" || fail "could not install pip"
+  INSTALL=("${VPY[@]}" -m pip install)
 else
   "$PYTHON" -m venv "$VENV" || fail "no venv"
+  INSTALL=("${VPY[@]}" -m pip install)
 fi
 cd "$WORK"  # never the source tree, whose pugfast/ would shadow the installed one
-CC=false CXX=false "${VPY[@]}" -m pip install -q --no-compile --no-index --only-binary :all: --find-links "$DIST" \
+CC=false CXX=false "${INSTALL[@]}" -q --no-compile --no-index --only-binary :all: --find-links "$DIST" \
   --no-deps pugfast || fail "no wheel in $DIST installs on CPython $version"
 # The test extra's requirements, from pyproject.toml: under qemu without Playwright (no browser
 # test runs there), and never Cython or setuptools (only tests/test_packaging.py needs them).
@@ -108,7 +123,7 @@ for requirement in project["dependencies"] + project["optional-dependencies"]["t
         print(requirement)
 PY
 )
-CC=false CXX=false "${VPY[@]}" -m pip install -q --no-compile --only-binary :all: "${requirements[@]}" ||
+CC=false CXX=false "${INSTALL[@]}" -q --no-compile --only-binary :all: "${requirements[@]}" ||
   fail "the runtime and test requirements do not install from binary packages on CPython $version"
 pass "pugfast and its requirements installed from binary packages alone"
 

@@ -27,12 +27,15 @@ Run as a script, it answers the shell scripts' questions, one answer per line:
         one line per Debian build those wheels need: "<suite> <Debian arch> <python>"
     python scripts/wheel_targets.py pyenv <python>
         the pyenv interpreter of that CPython, or exits 1 saying how to install it
+    python scripts/wheel_targets.py platforms <tag>...
+        pip's --platform options for a machine of that platform tag (compatible_platforms)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +122,24 @@ def targets(pythons: list[str] | None = None, platforms: list[str] | None = None
     ]
 
 
+def compatible_platforms(tag: str) -> list[str]:
+    """The platform tags whose wheels a machine of platform ``tag`` runs, newest first.
+
+    pip works this out for the machine it runs on, but takes ``--platform`` literally: a
+    manylinux_2_28 machine also runs manylinux_2_17 (alias manylinux2014) wheels, and a
+    musllinux_1_2 one musllinux_1_1 wheels. Any other tag is returned as it is.
+    """
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    if glibc := re.fullmatch(r"manylinux_2_(\d+)_(\w+)", tag):
+        newest, arch = int(glibc.group(1)), glibc.group(2)
+        return [f"manylinux_2_{minor}_{arch}" for minor in range(newest, 4, -1)] + [
+            f"{name}_{arch}" for minor, name in legacy.items() if minor <= newest
+        ]
+    if musl := re.fullmatch(r"musllinux_1_(\d+)_(\w+)", tag):
+        return [f"musllinux_1_{minor}_{musl.group(2)}" for minor in range(int(musl.group(1)), 0, -1)]
+    return [tag]
+
+
 def pyenv_interpreter(python: str) -> Path:
     """The newest pyenv-installed CPython of that version.
 
@@ -147,6 +168,8 @@ def main(argv: list[str]) -> int:
     roots.add_argument("--platform", action="append")
     pyenv = commands.add_parser("pyenv")
     pyenv.add_argument("python")
+    platforms = commands.add_parser("platforms")
+    platforms.add_argument("tag", nargs="+")
     args = parser.parse_args(argv)
 
     try:
@@ -158,6 +181,10 @@ def main(argv: list[str]) -> int:
                       for t in targets(args.python, args.platform) if t.debian_suite}
             for suite, arch, python in sorted(needed):
                 print(suite, arch, python)
+        elif args.command == "platforms":
+            for tag in args.tag:
+                for platform in compatible_platforms(tag):
+                    print("--platform", platform)
         else:
             print(pyenv_interpreter(args.python))
     except (ValueError, LookupError) as exc:

@@ -24,51 +24,32 @@ say() { printf 'wheelhouse: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 python=""
-platforms=()
+tags=()
 dist="$ROOT/dist"
 outdir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --python) python="$2"; shift 2 ;;
-    --platform) platforms+=(--platform "$2"); shift 2 ;;
+    --platform) tags+=("$2"); shift 2 ;;
     --dist) dist="$2"; shift 2 ;;
     -*) die "unknown option $1" ;;
     *) outdir="$1"; shift ;;
   esac
 done
-[ -n "$python" ] && [ ${#platforms[@]} -gt 0 ] && [ -n "$outdir" ] ||
+[ -n "$python" ] && [ ${#tags[@]} -gt 0 ] && [ -n "$outdir" ] ||
   die "usage: $0 --python 3.X --platform TAG [--platform TAG]... [--dist DIST] OUTDIR"
 [[ "$python" =~ ^3\.[0-9]+$ ]] || die "--python takes a version like 3.12, not $python"
 cp="cp${python/./}"
 DIST="$(cd "$dist" && pwd)" || die "no $dist: build it with scripts/build_wheels.sh --all"
 version="$(python3 -c 'import re, sys; print(re.search(r"__version__ = \"([^\"]+)\"", open(sys.argv[1]).read()).group(1))' "$ROOT/pugfast/__init__.py")"
 
-# pip takes --platform literally: list every older tag the site's platform also runs, as pip
-# itself does for the machine it runs on (manylinux_2_28 runs manylinux_2_17 wheels).
-mapfile -t platforms < <(python3 - "${platforms[@]}" <<'PY'
-import re, sys
-legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-for tag in sys.argv[2::2]:
-    glibc = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", tag)
-    musl = re.fullmatch(r"musllinux_1_(\d+)_(\w+)", tag)
-    if glibc:
-        newest, arch = int(glibc.group(1)), glibc.group(2)
-        tags = [f"manylinux_2_{minor}_{arch}" for minor in range(newest, 4, -1)]
-        tags += [f"{name}_{arch}" for minor, name in legacy.items() if minor <= newest]
-    elif musl:
-        tags = [f"musllinux_1_{minor}_{musl.group(2)}" for minor in range(int(musl.group(1)), 0, -1)]
-    else:
-        tags = [tag]
-    for expanded in tags:
-        print("--platform")
-        print(expanded)
-PY
-)
+# pip takes --platform literally: every older tag the site's platform also runs, too.
+mapfile -t platforms < <(python3 "$ROOT/scripts/wheel_targets.py" platforms "${tags[@]}" | tr ' ' '\n')
 
 mkdir -p "$outdir"
 OUT="$(cd "$outdir" && pwd)"
 rm -f "$OUT"/*.whl "$OUT/requirements.txt"
-say "pugfast $version and its runtime closure for CPython $python on ${platforms[1]} and older"
+say "pugfast $version and its runtime closure for CPython $python on ${tags[*]} and older"
 # The machine's own pip configuration (extra indexes, find-links) stays out of it.
 PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS="" python3 -m pip download -q --dest "$OUT" \
   --only-binary :all: "${platforms[@]}" --python-version "$python" --implementation cp --abi "$cp" \
