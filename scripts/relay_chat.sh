@@ -30,8 +30,9 @@ fail() { cat "$LOG" >&2; printf 'FAIL: %s\n' "$*"; exit 1; }
 "$@" -m pugfast serve --host 127.0.0.1 --port 0 --pow-difficulty 0 2>"$LOG" &
 SERVER_PID=$!
 port=""
-# Generous: under qemu the relay takes tens of seconds to start.
-for _ in $(seq 1200); do
+# Generous: under qemu, on a busy machine, the relay can take minutes to start (every module it
+# imports is compiled to bytecode there first).
+for _ in $(seq 3000); do
   port="$(sed -n 's/.*listening on port \([0-9]*\).*/\1/p' "$LOG")"
   [ -n "$port" ] && break
   kill -0 "$SERVER_PID" 2>/dev/null || break
