@@ -77,7 +77,7 @@ sys.exit(1 if bad else 0)
 PY
 pass "every wheel holds the package, the client, LICENSE and its engine; MIT, Python >= 3.10, 3.14"
 
-step "reproducible: a second build ($rebuild) with SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-the last commit's time}"
+step "reproducible: a second build ($rebuild) with SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-(the last commit time)}"
 selection=(--all)
 [ "$rebuild" = sample ] && selection=(--python 3.11 --python 3.14 --platform manylinux_2_17_x86_64 --platform musllinux_1_2_aarch64)
 "$ROOT/scripts/build_wheels.sh" "${selection[@]}" "$WORK/again" || fail "the second build failed"
