@@ -61,7 +61,7 @@ for path in sys.argv[2:]:
     engine = f"pugfast/_speedups.cpython-{python[2:]}-{arch}-linux-{libc}.so"
     dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     metadata = email.message_from_bytes(wheel.read(f"{dist_info}/METADATA"))
-    problems = [f"missing {n}" for n in sorted(expected | {engine, f"{dist_info}/licenses/LICENSE"} - names)]
+    problems = [f"missing {n}" for n in sorted((expected | {engine, f"{dist_info}/licenses/LICENSE"}) - names)]
     problems += [f"should not be there: {n}" for n in sorted(names)
                  if n.endswith((".c", ".pyx", ".pxd", ".pxi", ".pyc", ".o")) or (n.endswith(".so") and n != engine)]
     if metadata["License-Expression"] != "MIT" or metadata["License-File"] != "LICENSE":
