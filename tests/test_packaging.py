@@ -1,20 +1,24 @@
-"""What ships, and how it is deployed: the sdist, the cibuildwheel configuration, the systemd
-unit, the container recipe, the proxy examples and the Render Blueprint.
+"""What ships, and how it is deployed: the sdist, the build without a compiler, the licence, the
+release matrix and the cibuildwheel configuration, the systemd unit, the container recipe, the
+proxy examples and the Render Blueprint.
 
 A test that needs a tool (Cython, systemd-analyze, nginx, caddy) skips when it is missing and
-says so; under CI, where .ci/run installs them all, a missing tool fails instead. The wheel
-itself (reproducible, installable without a compiler, chatting) is scripts/check_wheel.sh's job.
+says so; under CI, where .ci/run installs them all, a missing tool fails instead. The release
+itself (20 wheels, reproducible, each installed and tested) is the job of scripts/build_wheels.sh,
+scripts/check_wheel.sh and scripts/test_installed_wheel.sh, which .ci/run runs.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -37,6 +41,14 @@ def need(tool: str, why: str) -> str:
             pytest.fail(f"{tool} is missing: .ci/run installs it ({why})")
         pytest.skip(f"{tool} is not installed ({why}; .ci/run installs it)")
     return path
+
+
+def need_cython() -> None:
+    """Skip without Cython, or fail under CI: setup.py imports it."""
+    if importlib.util.find_spec("Cython") is None:
+        if os.environ.get("CI"):
+            pytest.fail("Cython is missing: .ci/run installs it (setup.py needs it)")
+        pytest.skip("Cython is not installed: setup.py needs it")
 
 
 def checkout_files() -> list[str]:
@@ -63,25 +75,34 @@ def unit_directives() -> dict[str, list[str]]:
 # -- the sdist ------------------------------------------------------------------------------
 
 
-def test_sdist_holds_the_whole_checkout_and_nothing_generated(tmp_path: Path) -> None:
+def copy_of_checkout(tmp_path: Path) -> Path:
+    """A copy of the checkout, so that building (Cython writes the .c beside the .pyx,
+    setuptools an egg-info and build/) leaves the work tree alone."""
     files = checkout_files()
-    if importlib.util.find_spec("Cython") is None:
-        if os.environ.get("CI"):
-            pytest.fail("Cython is missing: .ci/run installs it (setup.py needs it to make an sdist)")
-        pytest.skip("Cython is not installed: setup.py needs it to make an sdist")
-    # A copy, so that building (Cython writes the .c beside the .pyx, setuptools an egg-info)
-    # leaves the work tree alone; and so that the generated .c exists and must be kept out.
     source = tmp_path / "src"
     for path in files:
         (source / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / path, source / path)
-    out = tmp_path / "out"
-    build = subprocess.run(
+    return source
+
+
+def build_in_process(source: Path, hook: str, out: Path, **env: str) -> subprocess.CompletedProcess:
+    """Runs setuptools' PEP 517 hook (build_sdist or build_wheel) on ``source``, as pip would."""
+    environment = {k: v for k, v in os.environ.items() if k != "PUGFAST_REQUIRE_EXTENSIONS"}
+    return subprocess.run(
         [sys.executable, "-c",
-         "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))",
-         str(out)],
-        cwd=source, capture_output=True, text=True, timeout=120,
+         f"import sys; from setuptools import build_meta; print(build_meta.{hook}(sys.argv[1]))", str(out)],
+        cwd=source, capture_output=True, text=True, timeout=300, env={**environment, **env},
     )
+
+
+def test_sdist_holds_the_whole_checkout_and_nothing_generated(tmp_path: Path) -> None:
+    files = checkout_files()
+    need_cython()
+    # The generated .c then exists in the copy, and must be kept out.
+    source = copy_of_checkout(tmp_path)
+    out = tmp_path / "out"
+    build = build_in_process(source, "build_sdist", out)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
     assert (source / "_ext" / "pugfast" / "_speedups.c").exists(), "Cython did not run"
     (sdist,) = out.glob("pugfast-*.tar.gz")
@@ -96,6 +117,141 @@ def test_sdist_holds_the_whole_checkout_and_nothing_generated(tmp_path: Path) ->
     assert not generated, f"the sdist holds generated or compiled files: {generated}"
     for source_file in ("_speedups.pyx", "_speedups.pxd", "_frames.pxi", "_fanout.pxi"):
         assert f"_ext/pugfast/{source_file}" in members
+    assert "LICENSE" in members
+
+
+def test_normalized_sdists_of_the_same_files_are_byte_identical(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("normalize_sdist", ROOT / "scripts" / "normalize_sdist.py")
+    normalize_sdist = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(normalize_sdist)
+    files = {"pkg-1/PKG-INFO": b"Name: pkg\n", "pkg-1/setup.py": b"print()\n", "pkg-1/a/b.py": b"x = 1\n"}
+
+    def sdist(name: str, order: list[str], mtime: int, owner: str) -> Path:
+        path = tmp_path / name
+        with tarfile.open(path, "w:gz") as archive:
+            for member in order:
+                info = tarfile.TarInfo(member)
+                info.size, info.mtime, info.uname, info.uid = len(files[member]), mtime, owner, 1000
+                info.mode = 0o664
+                archive.addfile(info, io.BytesIO(files[member]))
+        return path
+
+    one = sdist("one.tar.gz", sorted(files), 1_700_000_000, "alice")
+    two = sdist("two.tar.gz", sorted(files, reverse=True), 1_800_000_000, "bob")
+    assert one.read_bytes() != two.read_bytes()
+    for path in (one, two):
+        normalize_sdist.normalize(path, 1_796_000_000)
+    assert one.read_bytes() == two.read_bytes()
+    with tarfile.open(one) as archive:
+        members = archive.getmembers()
+        assert [m.name for m in members] == sorted(files)
+        assert {archive.extractfile(m).read() for m in members} == set(files.values())
+        assert {(m.mtime, m.uid, m.uname, m.mode) for m in members} == {(1_796_000_000, 0, "", 0o644)}
+
+
+# -- no compiler, no failure ------------------------------------------------------------------
+
+
+WARNING = "WARNING: pugfast's compiled engine was not built"
+
+
+def test_without_a_compiler_the_wheel_builds_with_one_warning_and_runs_the_pure_engine(
+    tmp_path: Path,
+) -> None:
+    need_cython()
+    out = tmp_path / "out"
+    # CC=false: the compiler fails at once, as a missing gcc does.
+    build = build_in_process(copy_of_checkout(tmp_path), "build_wheel", out, CC="false")
+    log = build.stdout + build.stderr
+    assert build.returncode == 0, log[-3000:]
+    assert log.count(WARNING) == 1, log[-3000:]
+    assert "PUGFAST_REQUIRE_EXTENSIONS=1 makes this an error" in log
+    (wheel,) = out.glob("pugfast-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "pugfast/_fanout.py" in names
+    assert not [name for name in names if name.endswith(".so")], names
+
+    # Installed into a fresh environment, the relay starts on the pure-Python engine and says
+    # so. Its dependencies come from this environment, through a path file placed after the
+    # wheel's own directory (a listed directory's own .pth files do not run, so no editable
+    # pugfast comes in with them).
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    import aiohttp
+    import orjson
+    import uvloop
+    dependencies = sorted({str(Path(module.__file__).parent.parent) for module in (aiohttp, orjson, uvloop)})
+    (Path(site) / "zz-dependencies.pth").write_text("".join(f"{path}\n" for path in dependencies))
+    environment = {k: v for k, v in os.environ.items() if k not in ("PUGFAST_NO_EXTENSIONS", "PYTHONPATH")}
+    server = subprocess.Popen(
+        [str(venv / "bin" / "python"), "-m", "pugfast", "serve", "--host", "127.0.0.1", "--port", "0"],
+        cwd=tmp_path, env=environment, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        started = ""
+        while "listening on port" not in started:
+            line = server.stderr.readline()
+            assert line, f"pugfast serve exited before listening: {started}"
+            started += line
+        assert "engine: python" in started, started
+        assert str(venv) in subprocess.run(
+            [str(venv / "bin" / "python"), "-c", "import pugfast; print(pugfast.__file__)"],
+            cwd=tmp_path, env=environment, capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+def test_pugfast_require_extensions_makes_a_build_without_a_compiler_fail(tmp_path: Path) -> None:
+    need_cython()
+    out = tmp_path / "out"
+    build = build_in_process(copy_of_checkout(tmp_path), "build_wheel", out, CC="false",
+                             PUGFAST_REQUIRE_EXTENSIONS="1")
+    log = build.stdout + build.stderr
+    assert build.returncode != 0, log[-3000:]
+    assert "PUGFAST_REQUIRE_EXTENSIONS is set: install a C compiler" in log, log[-3000:]
+    assert WARNING not in log
+    assert not list(out.glob("*.whl"))
+
+
+# -- licence and build inputs -----------------------------------------------------------------
+
+
+def test_license_is_mit_in_a_file_and_in_the_metadata(pyproject: dict) -> None:
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License")
+    assert "Permission is hereby granted, free of charge" in text
+    project = pyproject["project"]
+    # PEP 639: an SPDX expression and the files, not the deprecated table form.
+    assert project["license"] == "MIT"
+    assert project["license-files"] == ["LICENSE"]
+    assert not [c for c in project["classifiers"] if c.startswith("License ::")]
+
+
+def test_build_inputs_are_pinned_exactly_and_the_test_extra_uses_the_same(pyproject: dict) -> None:
+    def pins(requirements: list[str]) -> dict[str, str]:
+        found = {}
+        for requirement in requirements:
+            name, _, version = requirement.partition("==")
+            if name.lower() in ("cython", "setuptools"):
+                found[name.lower()] = version
+        return found
+
+    build = pyproject["build-system"]["requires"]
+    assert all(re.fullmatch(r"[A-Za-z]+==\d+(\.\d+)+", r) for r in build), build
+    assert set(pins(build)) == {"cython", "setuptools"}
+    assert pins(pyproject["project"]["optional-dependencies"]["test"]) == pins(build)
+    (musl,) = [o for o in pyproject["tool"]["cibuildwheel"]["overrides"] if "musllinux" in o["select"]]
+    assert pins(musl["test-requires"]) == pins(build)
+    tools = (ROOT / "scripts" / "release-tools.txt").read_text().split("\n")
+    assert all("==" in line for line in tools if line and not line.startswith("#"))
 
 
 # -- cibuildwheel ---------------------------------------------------------------------------
@@ -107,9 +263,58 @@ def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
+@pytest.fixture(scope="module")
+def wheel_targets():
+    spec = importlib.util.spec_from_file_location("wheel_targets", ROOT / "scripts" / "wheel_targets.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["wheel_targets"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_python_of_the_matrix_is_claimed_and_none_other(pyproject: dict, wheel_targets) -> None:
+    project = pyproject["project"]
+    assert wheel_targets.PYTHONS[-1] == "3.14"
+    assert project["requires-python"] == f">={wheel_targets.PYTHONS[0]}"
+    claimed = [c.rsplit(" :: ", 1)[1] for c in project["classifiers"]
+               if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)]
+    assert claimed == list(wheel_targets.PYTHONS)
+
+
+def test_cibuildwheel_names_the_same_linux_targets_as_the_docker_free_build(
+    pyproject: dict, wheel_targets,
+) -> None:
+    config = pyproject["tool"]["cibuildwheel"]
+    linux = config["linux"]
+    # cibuildwheel's image names, as the platform tags their wheels get.
+    image_tags = {"manylinux2014": "manylinux_2_17", "manylinux_2_28": "manylinux_2_28",
+                  "musllinux_1_2": "musllinux_1_2", "musllinux_1_1": "musllinux_1_1"}
+    cibuildwheel = {
+        (f"cp{selector[2:].split('-')[0]}", f"{image_tags[linux[f'{libc}-{arch}-image']]}_{arch}")
+        for selector in config["build"].split()
+        for arch in linux["archs"]
+        for libc in ("manylinux", "musllinux")
+    }
+    docker_free = {(target.cp, target.platform.tag) for target in wheel_targets.targets()}
+    assert len(docker_free) == 20
+    assert cibuildwheel == docker_free
+
+
+def test_the_matrix_refuses_what_it_does_not_build(wheel_targets) -> None:
+    assert [t.platform.tag for t in wheel_targets.targets(["3.14"], ["musllinux_1_2_aarch64"])] == [
+        "musllinux_1_2_aarch64"
+    ]
+    with pytest.raises(ValueError, match=r"3\.9 is not in the matrix"):
+        wheel_targets.targets(["3.9"])
+    with pytest.raises(ValueError, match="manylinux_2_28_x86_64 is not in the matrix"):
+        wheel_targets.targets(None, ["manylinux_2_28_x86_64"])
+    # Every runnable wheel is one the matrix builds.
+    assert {(t.python, t.platform.tag) for t in wheel_targets.targets()} >= wheel_targets.RUNNABLE
+
+
 def test_cibuildwheel_builds_every_supported_python_and_tests_the_wheel(pyproject: dict) -> None:
     config = pyproject["tool"]["cibuildwheel"]
-    assert config["build"].split() == ["cp310-*", "cp311-*", "cp312-*", "cp313-*"]
+    assert config["build"].split() == ["cp310-*", "cp311-*", "cp312-*", "cp313-*", "cp314-*"]
     assert pyproject["project"]["requires-python"] == ">=3.10"
     assert config["test-extras"] == ["test"]
     assert "test" in pyproject["project"]["optional-dependencies"]
