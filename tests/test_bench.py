@@ -193,6 +193,31 @@ def test_the_time_series_adds_up_to_the_run_and_is_written_as_csv_and_jsonl(
     assert lines and all(line["offered"] is None for line in lines)  # a closed loop offers none
 
 
+def test_the_time_series_is_never_cut_before_its_time() -> None:
+    # uvloop's timers count whole milliseconds and fire up to one early: a row cut early would
+    # end before the time it is labelled with, and the last one could end before it starts.
+    import uvloop
+
+    from pugfast.bench.worker import Plan, Worker
+
+    loop = uvloop.new_event_loop()
+    worker = Worker(Plan(url="http://127.0.0.1:1"), 0, None, loop)
+
+    async def early_by() -> list[int]:
+        out = []
+        for i in range(60):
+            at = time.monotonic_ns() + 2_000_000 + i * 37_000  # across the millisecond
+            fired: Any = loop.create_future()
+            worker._call_at(at, lambda f=fired: f.set_result(time.monotonic_ns()))
+            out.append(at - await fired)
+        return out
+
+    try:
+        assert max(loop.run_until_complete(early_by())) <= 0
+    finally:
+        loop.close()
+
+
 def test_stages_ramp_the_offered_rate(relay_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     status, report = bench(capsys, relay_url, "--rooms", "2", "--members", "2", "--stages",
                            "200:500ms,600:0.5s", "--warmup", "0.1")
