@@ -290,7 +290,11 @@ class Controller:
     def _show_progress(self) -> None:
         if self.progress is None or not self.t0:
             return
-        now = time.monotonic_ns()
+        self.progress.show(self.progress_text(time.monotonic_ns()))
+
+    def progress_text(self, now: int) -> str:
+        """The progress line at ``now`` (monotonic ns), once the load has a start: the phase,
+        the last interval's figures and the time left."""
         start, end = self.window
         drain = self.plan.drain
         if now < start:
@@ -311,7 +315,7 @@ class Controller:
                        f"errors {last.errors:,}")
         else:
             figures = "no interval measured yet"
-        self.progress.show(f"{phase} | {figures} | {left}")
+        return f"{phase} | {figures} | {left}"
 
     # -- the run -------------------------------------------------------------------------
 
