@@ -330,8 +330,10 @@ def test_committed_guard_baseline_matches_the_workload() -> None:
 
 
 def test_idle_members_answer_pings_unless_told_not_to(capsys: pytest.CaptureFixture[str]) -> None:
-    with thread_relay(ping_interval=0.2, idle_timeout=0.8) as url:
-        args = ("--rooms", "1", "--members", "2", "--idle", "--warmup", "0", "--duration", "1.5")
+    # The relay drops a member silent for 2 s: long enough that a loaded machine answers its
+    # pings in time, and the run lasts twice that, so that silent members are dropped in it.
+    with thread_relay(ping_interval=0.25, idle_timeout=2.0) as url:
+        args = ("--rooms", "1", "--members", "2", "--idle", "--warmup", "0", "--duration", "4")
         status, answering = bench(capsys, url, *args)
         assert status == 0 and answering["errors"] == {}
         status, silent = bench(capsys, url, *args, "--ignore-pings")
