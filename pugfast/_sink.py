@@ -14,7 +14,9 @@ counts it into the ``DeliveryTally`` shared by the generator's members (which al
 was sent):
 
 - ``received_total``: every delivery; ``received_in_window``: those that arrived inside the
-  window [window_start, window_end) (the delivered rate is computed from these);
+  window [window_start, window_end) (the delivered rate is computed from these), and
+  ``received_after_window`` those that arrived after it (during the drain); so the deliveries
+  that arrived from the window's start on are known exactly, whenever they are read;
 - ``delivered``: the deliveries of messages *sent* inside the window, whenever they arrive
   (the drain after the window waits for stragglers); only they carry latencies, kept in
   HdrHistogram's bucket layout (below) until ``drain_into`` moves them into a histogram.
@@ -175,9 +177,10 @@ class DeliveryTally:
     ``sent`` counts what was sent: ``sent_total`` messages, ``sent_window`` of them inside
     the window and the ``expected`` deliveries of those. Every DeliverySink counts what it
     received: ``received_total``, ``received_in_window`` (those that arrived inside the
-    window), ``delivered`` (those of messages sent inside it, whenever they arrived; only they
-    carry latencies), ``gaps`` and ``out_of_order``; ``drain_into`` moves the latencies into a
-    histogram, ``drain_lag_into`` the open loop's lags. ``window_start`` and ``window_end``
+    window), ``received_after_window`` (those that arrived after it), ``delivered`` (those of
+    messages sent inside it, whenever they arrived; only they carry latencies), ``gaps`` and
+    ``out_of_order``; ``drain_into`` moves the latencies into a histogram, ``drain_lag_into``
+    the open loop's lags. ``window_start`` and ``window_end``
     (monotonic nanoseconds) bound the window; until they are set nothing is measured.
     """
 
@@ -190,6 +193,7 @@ class DeliveryTally:
         "expected",
         "gaps",
         "out_of_order",
+        "received_after_window",
         "received_in_window",
         "received_total",
         "sent_total",
@@ -204,6 +208,7 @@ class DeliveryTally:
         self.expected = 0
         self.received_total = 0
         self.received_in_window = 0
+        self.received_after_window = 0
         self.delivered = 0
         self.gaps = 0
         self.out_of_order = 0
@@ -509,6 +514,8 @@ class DeliverySink:
             tally.received_total += received
             if ws <= now_ns < we:
                 tally.received_in_window += received
+            elif now_ns >= we:
+                tally.received_after_window += received
             tally.gaps += gaps
             tally.out_of_order += out_of_order
         if run:

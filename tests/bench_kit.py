@@ -2,7 +2,8 @@
 stopped with SIGSTOP), and ``pugfast bench`` run in-process or as a command.
 
 A relay process runs the test's engine (PUGFAST_NO_EXTENSIONS is inherited), as does every
-``pugfast bench`` command.
+``pugfast bench`` command. Runs wait for stragglers as long as a loaded machine may need
+(DRAIN).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from pugfast.bench import add_arguments, main
 from pugfast.server import Relay
 
 ROOT = Path(__file__).resolve().parent.parent
+# A run's drain ends as soon as every message due in its window has arrived: runs the tests
+# start wait up to a minute for stragglers on a loaded machine unless they say otherwise (a
+# message lost for good still shows, as loss, a minute later).
+DRAIN = ("--drain", "60")
 RELAY_FLAGS = ["--pow-difficulty", "0", "--rate-limit", "0", "--log-level", "warning",
                "--capacity-max", "64"]
 
@@ -117,14 +122,25 @@ def relay_process(*flags: str, prefix: list[str] | None = None, host: str = "127
             process.wait()
 
 
-def bench(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
-    """``pugfast bench ARGV --json --quiet`` in this process: its status and report."""
+def bench_here(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """``pugfast bench ARGV --quiet`` in this process: its status and what it printed."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    status = main(parser.parse_args([*argv, "--json", "--quiet"]))
+    status = main(parser.parse_args([*with_drain(argv), "--quiet"]))
     captured = capsys.readouterr()
     sys.stderr.write(captured.err)  # for the test to read
-    return status, json.loads(captured.out)
+    return status, captured.out
+
+
+def bench(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
+    """``pugfast bench ARGV --json --quiet`` in this process: its status and report."""
+    status, out = bench_here(capsys, *argv, "--json")
+    return status, json.loads(out)
+
+
+def with_drain(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """``argv`` with the tests' DRAIN unless it gives one."""
+    return argv if "--drain" in argv else (*argv, *DRAIN)
 
 
 def bench_command(*argv: str, prefix: list[str] | None = None) -> list[str]:
@@ -132,8 +148,9 @@ def bench_command(*argv: str, prefix: list[str] | None = None) -> list[str]:
 
 
 def start_bench(*argv: str, prefix: list[str] | None = None) -> subprocess.Popen[str]:
-    """``pugfast bench ARGV`` as a process (its own session, so that it can be stopped whole)."""
-    return subprocess.Popen(bench_command(*argv, prefix=prefix), cwd=ROOT, text=True,
+    """``pugfast bench ARGV`` as a process (its own session, so that it can be stopped whole),
+    with the tests' DRAIN unless it gives one."""
+    return subprocess.Popen(bench_command(*with_drain(argv), prefix=prefix), cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
 

@@ -185,12 +185,39 @@ def test_the_time_series_adds_up_to_the_run_and_is_written_as_csv_and_jsonl(
     with open(out_csv, newline="") as f:
         table = list(csv.DictReader(f))
     assert len(table) == len(rows)
-    assert [float(r["p99_us"]) for r in table] == [r["p99_us"] for r in rows]
+    # A row with nothing measured (a generator stalled through it) has no p99: blank.
+    assert [float(r["p99_us"]) if r["p99_us"] else None for r in table] == [
+        r["p99_us"] for r in rows]
     assert "latency" not in table[0]
     bench(capsys, relay_url, "--rooms", "1", "--members", "2", "--burst", "1", "--warmup", "0",
           "--duration", "0.3", "--out", str(out_jsonl))
     lines = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
     assert lines and all(line["offered"] is None for line in lines)  # a closed loop offers none
+
+
+def test_the_time_series_is_never_cut_before_its_time() -> None:
+    # uvloop's timers count whole milliseconds and fire up to one early: a row cut early would
+    # end before the time it is labelled with, and the last one could end before it starts.
+    import uvloop
+
+    from pugfast.bench.worker import Plan, Worker
+
+    loop = uvloop.new_event_loop()
+    worker = Worker(Plan(url="http://127.0.0.1:1"), 0, None, loop)
+
+    async def early_by() -> list[int]:
+        out = []
+        for i in range(60):
+            at = time.monotonic_ns() + 2_000_000 + i * 37_000  # across the millisecond
+            fired: Any = loop.create_future()
+            worker._call_at(at, lambda f=fired: f.set_result(time.monotonic_ns()))
+            out.append(at - await fired)
+        return out
+
+    try:
+        assert max(loop.run_until_complete(early_by())) <= 0
+    finally:
+        loop.close()
 
 
 def test_stages_ramp_the_offered_rate(relay_url: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -203,10 +230,13 @@ def test_stages_ramp_the_offered_rate(relay_url: str, capsys: pytest.CaptureFixt
     # Linear ramps from 0 to 200/s and from 200 to 600/s, half a second each.
     assert (first["offered"], second["offered"]) == (50, 200)
     # Sent counts writes by when they happened: a busy generator may write a stage's last
-    # messages in the next one, but every one of them.
-    assert first["sent"] + second["sent"] == 250
+    # messages in the next one, or in the drain, but every one of them.
+    drain = [r for r in report["intervals"] if r["phase"] == "drain"]
+    assert first["sent"] + second["sent"] + sum(r["sent"] for r in drain) == 250
     assert first["offered_per_s"] == 100 and second["offered_per_s"] == 400
-    assert first["latency_us"]["count"] > 0 and second["latency_us"]["count"] > 0
+    # Latencies by when they arrived: every one in a stage or in the drain after them.
+    assert (first["latency_us"]["count"] + second["latency_us"]["count"]
+            + sum(r["measured"] for r in drain)) == report["latency_us"]["count"] == 250
     assert report["offered"] == 250
 
 
@@ -240,7 +270,7 @@ def test_abort_on_fail_stops_the_run_early(
 # -- progress -----------------------------------------------------------------------------------
 
 def test_progress_shows_the_phase_the_last_interval_and_the_time_left(relay_url: str) -> None:
-    from pugfast.bench.control import Options, run
+    from pugfast.bench.control import Controller, Options
     from pugfast.bench.worker import Plan
 
     class Lines(io.StringIO):
@@ -250,10 +280,22 @@ def test_progress_shows_the_phase_the_last_interval_and_the_time_left(relay_url:
     out = Lines()
     plan = Plan(url=relay_url, rooms=1, members=2, mode="lockstep", warmup=0.3, duration=0.6,
                 drain=1, interval=0.2)
-    run(plan, Options(), Progress(out, interval=0))
-    text = out.getvalue()
-    assert "warm-up" in text and "measuring" in text and "drain" in text
-    assert "s left" in text and "deliveries/s" in text and "p99" in text
+    controller = Controller(plan, Options(), Progress(out, interval=0))
+    controller.run()
+    # Shown while it ran (how often depends on how busy the machine was) ...
+    lines = [line for line in out.getvalue().splitlines() if "s left" in line]
+    assert lines and all(" | " in line for line in lines)
+    # ... and at any instant of each phase, with the run's last interval.
+    t0, (start, end) = controller.t0, controller.window
+    assert controller.last_row is not None
+    for at, phase, left in [(t0 - 10**7, "starting", "1 s left, then up to 1 s drain"),
+                            (t0 + 10**8, "warm-up 0 of 0.3 s", "1 s left, then up to 1 s drain"),
+                            (start + 4 * 10**8, "measuring 0 of 0.6 s",
+                             "0 s left, then up to 1 s drain"),
+                            (end + 2 * 10**8, "drain", "up to 1 s left")]:
+        text = controller.progress_text(at)
+        assert text.startswith(phase + " | last "), text
+        assert " deliveries/s, p99 " in text and text.endswith(left), text
 
 
 # -- the guard's verdict -----------------------------------------------------------------------
@@ -288,8 +330,10 @@ def test_committed_guard_baseline_matches_the_workload() -> None:
 
 
 def test_idle_members_answer_pings_unless_told_not_to(capsys: pytest.CaptureFixture[str]) -> None:
-    with thread_relay(ping_interval=0.2, idle_timeout=0.8) as url:
-        args = ("--rooms", "1", "--members", "2", "--idle", "--warmup", "0", "--duration", "1.5")
+    # The relay drops a member silent for 2 s: long enough that a loaded machine answers its
+    # pings in time, and the run lasts twice that, so that silent members are dropped in it.
+    with thread_relay(ping_interval=0.25, idle_timeout=2.0) as url:
+        args = ("--rooms", "1", "--members", "2", "--idle", "--warmup", "0", "--duration", "4")
         status, answering = bench(capsys, url, *args)
         assert status == 0 and answering["errors"] == {}
         status, silent = bench(capsys, url, *args, "--ignore-pings")
@@ -332,10 +376,18 @@ def test_the_relays_cpu_never_goes_back_when_a_thread_ends() -> None:
     worker.start()
     worker.join()
     before = sample(os.getpid(), SCHEDSTAT)
-    worker = threading.Thread(target=lambda: (burn(), time.sleep(0.2)))
+    burned, sampled = threading.Event(), threading.Event()
+
+    def burn_and_stay() -> None:
+        burn()
+        burned.set()
+        sampled.wait(60)
+
+    worker = threading.Thread(target=burn_and_stay)
     worker.start()
-    time.sleep(0.1)
+    assert burned.wait(60)
     during = sample(os.getpid(), SCHEDSTAT)
+    sampled.set()
     worker.join()
     after = sample(os.getpid(), SCHEDSTAT)
     # The thread's 20 ms stay counted after it has gone.

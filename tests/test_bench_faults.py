@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from bench_kit import ROOT, bench_command, relay_process, start_bench, wait_for_file
 
-# The window opens about 0.1 s after every member has joined, plus the warm-up.
+# The window opens 0.1 s after every member has joined (when the bench writes --ready-file),
+# plus the warm-up.
 WARMUP = 0.5
 START_DELAY = 0.1
 
@@ -33,12 +34,39 @@ def microseconds(figure: str) -> float:
     return float(number.replace(",", "")) * {"ns": 1e-3, "us": 1, "ms": 1e3, "s": 1e6}[unit]
 
 
-def stop_for(pid: int, seconds: float) -> None:
+def window_opens(ready: Path, warmup: float = WARMUP) -> float:
+    """When the window opens (time.time()): the bench wrote ``ready`` once every member had
+    joined and starts the load START_DELAY later. Taken from the file, not from when this test
+    saw it, so a test that is slow to look still stops things where it means to."""
+    return ready.stat().st_mtime + START_DELAY + warmup
+
+
+def sleep_until(epoch_s: float) -> None:
+    time.sleep(max(0.0, epoch_s - time.time()))
+
+
+def stop_for(pid: int, seconds: float) -> tuple[float, float]:
+    """Stops ``pid`` for at least ``seconds``; returns when it was stopped and resumed."""
     os.kill(pid, signal.SIGSTOP)
+    stopped = time.time()
     try:
         time.sleep(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
+    return stopped, time.time()
+
+
+def assert_inside(stall: tuple[float, float], report: dict, before_end: float) -> None:
+    """The stall began in the window, at least ``before_end`` seconds before its end (else
+    this run could not show what the test looks for)."""
+    opened = report["started_epoch_s"]
+    assert opened <= stall[0] <= opened + report["measured_s"] - before_end, (stall, opened)
+
+
+def worker_pids(bench: subprocess.Popen[str]) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(bench.pid)],
+                                           capture_output=True, text=True,
+                                           check=True).stdout.split()]
 
 
 def finish(process: subprocess.Popen[str]) -> tuple[int, dict, str]:
@@ -53,13 +81,14 @@ def test_a_relay_stopped_for_a_second_shows_in_the_tail_the_series_and_the_verdi
     with relay_process() as relay:
         bench = start_bench(
             relay.url, "--rooms", "5", "--members", "4", "--rate", "500", "--warmup",
-            str(WARMUP), "--duration", "4", "--drain", "10", "--out", str(series),
+            str(WARMUP), "--duration", "4", "--out", str(series),
             "--threshold", "p99<2ms", "--ready-file", str(ready), "--json", "--quiet")
         wait_for_file(ready, bench)
         # One second into the four-second window, for one second.
-        time.sleep(START_DELAY + WARMUP + 1.0)
-        stop_for(relay.pid, 1.0)
+        sleep_until(window_opens(ready) + 1.0)
+        stall = stop_for(relay.pid, 1.0)
         status, report, err = finish(bench)
+    assert_inside(stall, report, before_end=1.0)
     assert status == 99, err
     assert "p99<2ms" in err and "BROKEN" in err
     (verdict,) = report["thresholds"]
@@ -80,11 +109,9 @@ def test_a_generator_process_stopped_for_half_a_second_owes_its_messages_and_say
             relay.url, "--rooms", "6", "--members", "3", "--rate", "600", "--procs", "2",
             "--warmup", str(WARMUP), "--duration", "4", "--ready-file", str(ready), "--quiet")
         wait_for_file(ready, bench)
-        workers = [int(p) for p in subprocess.run(
-            ["pgrep", "-P", str(bench.pid)], capture_output=True, text=True,
-            check=True).stdout.split()]
+        workers = worker_pids(bench)
         assert len(workers) == 2
-        time.sleep(START_DELAY + WARMUP + 1.0)
+        sleep_until(window_opens(ready) + 1.0)
         stop_for(workers[0], 0.5)
         out, err = bench.communicate(timeout=120)
     assert bench.returncode == 0, err
@@ -102,10 +129,11 @@ def test_a_generator_stall_is_in_the_json_too(tmp_path: Path) -> None:
             relay.url, "--rooms", "4", "--members", "2", "--rate", "400", "--warmup",
             str(WARMUP), "--duration", "3", "--ready-file", str(ready), "--json", "--quiet")
         wait_for_file(ready, bench)
-        time.sleep(START_DELAY + WARMUP + 1.0)
+        sleep_until(window_opens(ready) + 1.0)
         # One process: the generator is the bench itself.
-        stop_for(bench.pid, 0.5)
+        stall = stop_for(bench.pid, 0.5)
         status, report, err = finish(bench)
+    assert_inside(stall, report, before_end=0.5)
     assert status == 0, err
     lag = report["lag_us"]
     assert not lag["kept_schedule"] and lag["max"] >= 400_000
@@ -113,6 +141,41 @@ def test_a_generator_stall_is_in_the_json_too(tmp_path: Path) -> None:
     # Every message due was still sent, late: none was skipped.
     assert report["sent"] == report["offered"] and lag["unsent"] == 0
     assert any("fell behind" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_a_generator_asleep_when_the_window_opens_still_counts_every_message_due_in_it(
+    tmp_path: Path, event_loop: str,
+) -> None:
+    ready = tmp_path / "joined"
+    warmup = 1.5
+    with relay_process() as relay:
+        bench = start_bench(
+            relay.url, "--rooms", "4", "--members", "2", "--rate", "400", "--procs", "2",
+            "--warmup", str(warmup), "--duration", "2", "--interval", "0.5",
+            "--event-loop", event_loop, "--ready-file", str(ready), "--json", "--quiet")
+        wait_for_file(ready, bench)
+        workers = worker_pids(bench)
+        assert len(workers) == 2
+        # Asleep from the warm-up's middle to half a second into the window: when it wakes, its
+        # tick writes every message it owes, the window's first ones among them, before the
+        # loop runs anything it had to do at the window's opening (the asyncio loop runs I/O
+        # callbacks, the tick's timerfd among them, before timers).
+        opens = window_opens(ready, warmup)
+        sleep_until(opens - 0.7)
+        stall = stop_for(workers[0], max(0.0, opens + 0.5 - time.time()))
+        status, report, err = finish(bench)
+    assert stall[0] < report["started_epoch_s"] < stall[1], "the stall missed the opening"
+    assert status == 0, err
+    # Each message due in the window was sent, with its lag; each delivery has its latency.
+    assert report["sent"] == report["offered"] == 800
+    lag = report["lag_us"]
+    assert lag["count"] == report["sent"] and lag["max"] >= 400_000
+    assert report["delivered"] == report["expected"] == report["latency_us"]["count"]
+    # And the time series holds every one of them.
+    rows = report["intervals"]
+    assert sum(r["sent"] for r in rows) == report["sent"]
+    assert sum(r["delivered"] for r in rows) >= report["received_in_window"]
 
 
 # -- a relay that is not there ---------------------------------------------------------------

@@ -61,7 +61,8 @@ class Result(NamedTuple):
 
 def counters(tally: Any) -> tuple[int, ...]:
     return (tally.received_total, tally.received_in_window, tally.delivered, tally.gaps,
-            tally.out_of_order, tally.sent_total, tally.sent_window, tally.expected)
+            tally.out_of_order, tally.sent_total, tally.sent_window, tally.expected,
+            tally.received_after_window)
 
 
 def run(impl: Any, chunks: list[bytes], nows: list[int], window: tuple[int, int],
@@ -166,7 +167,10 @@ def test_table(impl: Any, case: Case, how: str) -> None:
     chunks = [case.data] if how == "at once" else [bytes([b]) for b in case.data]
     result = run(impl, chunks, [case.now] * len(chunks), case.window)
     assert result.counters[:5] == case.counts
-    assert result.counters[5:] == (0, 0, 0)
+    assert result.counters[5:8] == (0, 0, 0)
+    # A delivery that is not before the window's end arrived in it or before it.
+    arrived_after = case.counts[0] if case.now >= case.window[1] else 0
+    assert result.counters[8] == arrived_after
     assert sum(result.returned) == case.counts[0]
     assert result.histogram == Histogram.of(case.latencies).to_state()
     assert result.events == list(case.events)
@@ -182,6 +186,19 @@ def test_the_window_set_after_the_sink_counts_from_then_on(impl: Any) -> None:
     assert (tally.window_start, tally.window_end) == (1000, 2000)
     assert sink.feed(D(1, 1300, 1) + D(1, 1400, 2), 1600) == 2
     assert counters(tally)[:5] == (3, 2, 2, 0, 0)
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_a_delivery_arrives_before_in_or_after_the_window(impl: Any) -> None:
+    tally = impl.DeliveryTally()
+    tally.window_start, tally.window_end = 1000, 2000
+    sink = impl.DeliverySink(tally, LIMIT)
+    sink.feed(D(1, 900, 0), 950)
+    sink.feed(D(1, 1200, 1) + D(1, 1300, 2), 1999)
+    sink.feed(D(1, 1900, 3), 2000)  # the window's end is after it
+    sink.feed(D(1, 1950, 4) + D(2, 2100, 0), 5000)
+    assert (tally.received_total, tally.received_in_window, tally.received_after_window,
+            tally.delivered) == (6, 2, 3, 4)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)

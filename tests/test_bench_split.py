@@ -1,12 +1,13 @@
 """One load split over several generators: ``--segment I/N`` and ``pugfast bench merge``.
 
 On loopback, segments of a load merge into the totals one generator of the whole load counts,
-and merge refuses what is not one load. Across machines, simulated: the relay listens on a
-bridge in a network namespace of its own, and two generators, each in a namespace of its own
-joined to that bridge by a veth pair, run segments 0/2 and 1/2 at the same moment
-(``--start-at``); nothing leaves the machine. The merged report has the totals of one generator
-running the whole load from one of those namespaces, and its histogram is exactly the sum of
-the segments'.
+merge refuses what is not one load, and a generator starts at the time written to its
+``--start-at-file``. Across machines, simulated: the relay listens on a bridge in a network
+namespace of its own, and two generators, each in a namespace of its own joined to that bridge
+by a veth pair, run segments 0/2 and 1/2 at the same moment, which the test writes to their
+``--start-at-file`` once both have joined (``--ready-file``), as a coordinator would; nothing
+leaves the machine. The merged report has the totals of one generator running the whole load
+from one of those namespaces, and its histogram is exactly the sum of the segments'.
 
 The namespaces need root and iproute2; without them that test skips and says so, except under
 CI (which .ci/run provisions), where that is a failure.
@@ -25,13 +26,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench_kit import ROOT, bench, bench_command, relay_process, thread_relay
+from bench_kit import (
+    ROOT,
+    bench,
+    bench_command,
+    bench_here,
+    relay_process,
+    start_bench,
+    thread_relay,
+    wait_for_file,
+)
 from cluster_kit import binary, ip
 
 from pugfast.bench.histogram import Histogram
 
 TOTALS = ("rooms", "connections", "offered", "sent", "expected", "delivered", "lost")
 LOAD = ["--rooms", "6", "--members", "3", "--rate", "300", "--warmup", "0.3", "--duration", "1"]
+
+
+# Once every generator has joined, how far ahead the test sets their start: time enough for
+# a generator that polls its --start-at-file to see it on a loaded machine.
+START_AHEAD = 5.0
+
+
+def write_start_at(path: Path) -> float:
+    """Writes a start time START_AHEAD from now to ``path`` in one step (a reader never sees
+    half of it), as a coordinator would; returns it."""
+    start_at = round(time.time() + START_AHEAD, 3)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(f"{start_at}\n")
+    partial.rename(path)
+    return start_at
 
 
 def merge(*paths: Path, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
@@ -99,6 +124,46 @@ def test_merge_refuses_what_is_not_one_load(tmp_path: Path,
     assert "segments 1/2 are missing" in done.stderr
     done = merge()
     assert done.returncode == 2 and "merge needs the --json reports" in done.stderr
+
+
+def test_a_generator_starts_at_the_time_written_to_its_start_file(tmp_path: Path) -> None:
+    ready, start_file = tmp_path / "ready", tmp_path / "start-at"
+    with thread_relay() as url:
+        run = start_bench(url, *LOAD, "--segment", "1/2", "--ready-file", str(ready),
+                          "--start-at-file", str(start_file), "--json", "--quiet")
+        wait_for_file(ready, run)
+        # Every member has joined, and the generator waits, however long it takes to write.
+        time.sleep(1.0)
+        assert run.poll() is None
+        start_at = write_start_at(start_file)
+        out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, err
+    report = json.loads(out)
+    # The window opens after the warm-up, from the time written.
+    assert abs(report["started_epoch_s"] - start_at - 0.3) < 0.5
+    assert report["offered"] == 150 and report["lost"] == 0
+
+
+@pytest.mark.parametrize(("written", "message"), [
+    ("soon\n", "'soon' is not a time in seconds since the epoch"),
+    ("1000000000.0\n", "the start time 1000000000.000 in"),
+])
+def test_a_start_file_with_no_usable_time_ends_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], written: str, message: str
+) -> None:
+    start_file = tmp_path / "start-at"
+    start_file.write_text(written)
+    with thread_relay() as url:
+        status, _ = bench_here(capsys, url, *LOAD, "--start-at-file", str(start_file))
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_start_time_that_has_passed_ends_the_run(capsys: pytest.CaptureFixture[str]) -> None:
+    with thread_relay() as url:
+        status, _ = bench_here(capsys, url, *LOAD, "--start-at", f"{time.time() - 1:.3f}")
+    assert status == 2
+    assert "had passed by the time every member had joined" in capsys.readouterr().err
 
 
 # -- two generators in two network namespaces -------------------------------------------------
@@ -169,8 +234,7 @@ def network() -> Iterator[Network]:
 
 
 def run_in(net: Network, ns: str, *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(bench_command(*argv, prefix=net.exec_in(ns)), cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_bench(*argv, prefix=net.exec_in(ns))
 
 
 def report_of(process: subprocess.Popen[str]) -> dict[str, Any]:
@@ -193,13 +257,19 @@ def test_two_generators_in_two_namespaces_merge_into_one_generators_totals(
             time.sleep(0.1)
         args = [relay.url, *LOAD, "--json", "--quiet"]
         whole = report_of(run_in(network, network.generators[0], *args))
-        start_at = f"{time.time() + 6:.3f}"
-        runs = [run_in(network, ns, *args, "--segment", f"{i}/2", "--start-at", start_at)
-                for i, ns in enumerate(network.generators)]
+        start_file = tmp_path / "start-at"
+        runs, readies = [], []
+        for i, ns in enumerate(network.generators):
+            readies.append(tmp_path / f"ready-{i}")
+            runs.append(run_in(network, ns, *args, "--segment", f"{i}/2", "--ready-file",
+                               str(readies[i]), "--start-at-file", str(start_file)))
+        for ready, run in zip(readies, runs, strict=True):
+            wait_for_file(ready, run)
+        start_at = write_start_at(start_file)
         parts = [report_of(r) for r in runs]
     # The segments measured the same window, from their own clocks.
     assert abs(parts[0]["started_epoch_s"] - parts[1]["started_epoch_s"]) < 0.5
-    assert abs(parts[0]["started_epoch_s"] - float(start_at) - 0.3) < 0.5
+    assert abs(parts[0]["started_epoch_s"] - start_at - 0.3) < 0.5
     done = merge(*(write(tmp_path / f"{i}.json", p) for i, p in enumerate(parts)),
                  extra=("--json",))
     assert done.returncode == 0, done.stderr

@@ -198,9 +198,10 @@ cdef class DeliveryTally:
     ``sent`` counts what was sent: ``sent_total`` messages, ``sent_window`` of them inside
     the window and the ``expected`` deliveries of those. Every DeliverySink counts what it
     received: ``received_total``, ``received_in_window`` (those that arrived inside the
-    window), ``delivered`` (those of messages sent inside it, whenever they arrived; only they
-    carry latencies), ``gaps`` and ``out_of_order``; ``drain_into`` moves the latencies into a
-    Histogram. ``window_start`` and ``window_end`` (monotonic nanoseconds) bound the window;
+    window), ``received_after_window`` (those that arrived after it), ``delivered`` (those of
+    messages sent inside it, whenever they arrived; only they carry latencies), ``gaps`` and
+    ``out_of_order``; ``drain_into`` moves the latencies into a histogram, ``drain_lag_into``
+    the open loop's lags. ``window_start`` and ``window_end`` (monotonic nanoseconds) bound the window;
     until they are set nothing is measured.
     """
 
@@ -477,6 +478,8 @@ cdef class DeliverySink:
                     self._events.append((opcode, (<const char*>payload)[:n]))
         except ProtocolError as exc:
             self._error = exc
+        if received and now_ns >= self._tally._window_end:
+            self._tally.received_after_window += received
         if received and self.lockstep is not None:
             self.lockstep._received(received)
         return received

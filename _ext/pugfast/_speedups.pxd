@@ -178,6 +178,7 @@ cdef class DeliveryTally:
     cdef readonly long long expected
     cdef readonly long long received_total
     cdef readonly long long received_in_window
+    cdef readonly long long received_after_window
     cdef readonly long long delivered
     cdef readonly long long gaps
     cdef readonly long long out_of_order

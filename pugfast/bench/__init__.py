@@ -173,10 +173,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the I-th of N disjoint shares of the rooms (and of the rate), "
                         "for a load split over N generators; merge their --json reports with "
                         "`pugfast bench merge`")
-    parser.add_argument("--start-at", type=float, metavar="EPOCH_SECONDS",
-                        help="start the load at this wall-clock time, once every member has "
-                        "joined, so that generators on several machines share one window "
-                        "(their clocks must agree)")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--start-at", type=float, metavar="EPOCH_SECONDS",
+                       help="start the load at this wall-clock time, once every member has "
+                       "joined, so that generators on several machines share one window "
+                       "(their clocks must agree)")
+    start.add_argument("--start-at-file", metavar="FILE",
+                       help="as --start-at, with the time read from FILE once every member has "
+                       "joined: a coordinator writes it (one line, seconds since the epoch) "
+                       "once every generator is ready (their --ready-file), so no time has to "
+                       "be guessed before they start")
     parser.add_argument("--server-pid", type=int, metavar="PID",
                         help="a local relay's process id: report its CPU per delivery and RSS")
     parser.add_argument("--concurrency", type=_positive_int, default=100,
@@ -307,7 +313,8 @@ def _run(args: argparse.Namespace, parsed: dict[str, Any]) -> int:
     options = Options(
         procs=args.procs, server_pid=args.server_pid,
         thresholds=tuple(parsed["thresholds"]), abort_on_fail=args.abort_on_fail,
-        segment=args.segment or (0, 1), start_at=args.start_at, ready_file=args.ready_file,
+        segment=args.segment or (0, 1), start_at=args.start_at,
+        start_at_file=args.start_at_file, ready_file=args.ready_file,
         stages=tuple(stages) if stages else None, rate=args.rate or 0.0,
     )
     try:

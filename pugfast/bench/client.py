@@ -61,12 +61,14 @@ class Stats:
     """The counters of one worker, shared by its members.
 
     ``tally`` counts what was sent and received (see DeliveryTally: the members' sinks count
-    into it, in C with the compiled engine), and ``errors`` what went wrong, by kind.
+    into it, in C with the compiled engine), ``errors`` what went wrong, by kind, and
+    ``window_errors`` how many of those came from the window's start on (for the time series).
     """
 
     def __init__(self, answer_pings: bool = True) -> None:
         self.tally = DeliveryTally()
         self.errors: Counter[str] = Counter()
+        self.window_errors = 0
         self.closing = False
         self.answer_pings = answer_pings
 
@@ -80,6 +82,8 @@ class Stats:
     def error(self, kind: str, n: int = 1) -> None:
         if not self.closing:
             self.errors[kind] += n
+            if time.monotonic_ns() >= self.tally.window_start:
+                self.window_errors += n
 
 
 class Member(asyncio.Protocol):

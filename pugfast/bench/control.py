@@ -3,9 +3,10 @@ server at the cuts of the time series, shows progress, judges thresholds, and su
 workers report into the run's results (results.py).
 
 Phases: every worker creates its rooms; then all join at once (the server's CPU per join is
-taken over that phase); then all start at the same instant ``t0`` (or at ``--start-at``, so
-that generators on several machines share a window), warm up until the window opens, send
-until it closes, and drain. The server is sampled at every cut of the time series (every
+taken over that phase); then all start at the same instant ``t0`` (or at ``--start-at``, or at
+the time a coordinator writes to ``--start-at-file`` once every generator has joined, so that
+generators on several machines share a window), warm up until the window opens, send until it
+closes, and drain. The server is sampled at every cut of the time series (every
 ``--interval`` from the window's start, and the window's end), so its CPU time per delivery
 covers exactly the deliveries that arrived in the window.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import multiprocessing
 import multiprocessing.connection
 import resource
@@ -33,6 +35,7 @@ from .worker import Plan, run_worker
 # Time allowed for the phases before the workers' own work starts; generous, but bounded.
 CREATE_TIMEOUT = 600.0
 JOIN_TIMEOUT = 600.0
+START_AT_FILE_TIMEOUT = 600.0
 START_DELAY_NS = 100_000_000
 
 
@@ -44,8 +47,9 @@ class BenchError(Exception):
 class Options:
     """How to run a Plan: the generator's processes, the relay's pid for its CPU and memory,
     thresholds, this generator's segment of a split load (``(index, count)``), a wall-clock
-    start for the load (``--start-at``, seconds since the epoch), a file to write once every
-    member has joined, and the ramp (``--stages``) with the rate it starts from."""
+    start for the load (``--start-at``, seconds since the epoch, or ``--start-at-file``, a file
+    to read it from once every member has joined), a file to write once every member has
+    joined, and the ramp (``--stages``) with the rate it starts from."""
 
     procs: int = 1
     server_pid: int | None = None
@@ -53,6 +57,7 @@ class Options:
     abort_on_fail: bool = False
     segment: tuple[int, int] = (0, 1)
     start_at: float | None = None
+    start_at_file: str | None = None
     ready_file: str | None = None
     stages: tuple[Stage, ...] | None = None
     rate: float = 0.0
@@ -285,7 +290,11 @@ class Controller:
     def _show_progress(self) -> None:
         if self.progress is None or not self.t0:
             return
-        now = time.monotonic_ns()
+        self.progress.show(self.progress_text(time.monotonic_ns()))
+
+    def progress_text(self, now: int) -> str:
+        """The progress line at ``now`` (monotonic ns), once the load has a start: the phase,
+        the last interval's figures and the time left."""
         start, end = self.window
         drain = self.plan.drain
         if now < start:
@@ -306,7 +315,7 @@ class Controller:
                        f"errors {last.errors:,}")
         else:
             figures = "no interval measured yet"
-        self.progress.show(f"{phase} | {figures} | {left}")
+        return f"{phase} | {figures} | {left}"
 
     # -- the run -------------------------------------------------------------------------
 
@@ -359,13 +368,21 @@ class Controller:
         return self.totals(joined, join_ns, results)
 
     def _start_time(self) -> int:
+        start_at, path = self.options.start_at, self.options.start_at_file
+        if path is not None:
+            if self.progress:
+                self.progress.show(f"waiting for a start time in {path}", force=True)
+            start_at = read_start_at(path)
         now = time.monotonic_ns()
-        if self.options.start_at is None:
+        if start_at is None:
             return now + START_DELAY_NS
-        at = now + round((self.options.start_at - time.time()) * 1e9)
+        at = now + round((start_at - time.time()) * 1e9)
         if at < now + START_DELAY_NS:
-            raise BenchError(f"--start-at {self.options.start_at:.3f} had passed by the time "
-                             "every member had joined: give a later time")
+            if path is None:
+                raise BenchError(f"--start-at {start_at:.3f} had passed by the time every "
+                                 "member had joined: give a later time")
+            raise BenchError(f"the start time {start_at:.3f} in {path} had passed by the time "
+                             "it was read: write a later one")
         return at
 
     def totals(self, joined: list[dict[str, Any]], join_ns: int,
@@ -418,6 +435,35 @@ class Controller:
             "supervisor_cpu_s": s["window_end"].own_cpu_s - s["window_start"].own_cpu_s,
             "supervisor_join_cpu_s": s["joined"].own_cpu_s - s["created"].own_cpu_s,
         }
+
+
+def read_start_at(path: str, timeout: float = START_AT_FILE_TIMEOUT) -> float:
+    """The wall-clock time to start at (seconds since the epoch) that a coordinator writes to
+    ``path`` as one line, once every generator is ready; waits for the whole line to be there.
+
+    Raises BenchError if no line is there within ``timeout`` seconds, or if it is not a time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            text = ""
+        # A line is whole once its newline is there: a coordinator may be writing it still.
+        if text.endswith("\n"):
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise BenchError(f"--start-at-file {path}: {text.strip()!r} is not a time in "
+                                 "seconds since the epoch (write one line, e.g. 1767225600.5)")
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"--start-at-file {path}: no start time was written to it within "
+                             f"{timeout:.0f} s of every member joining")
+        time.sleep(0.01)
 
 
 def _interval(piece: dict[str, Any]) -> Interval:

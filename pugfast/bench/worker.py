@@ -20,6 +20,7 @@ import signal
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -109,7 +110,8 @@ class Worker:
         self.cpu: dict[str, float] = {}
         self.stopping: asyncio.Event | None = None
         self.pacer: Pacer | None = None
-        # Where the last slice of the time series ended, and the counters then.
+        # Where the last row of the time series ended, and the window's counters then (from
+        # nothing: the tally and the errors count only what happens from the window's start).
         self.cut_at = 0
         self.cut_counts = (0, 0, 0)
         self.window = (0, 0)
@@ -247,7 +249,7 @@ class Worker:
         self.cut_at = window_start
         self.stopping = asyncio.Event()
         listening = loop.create_task(self._listen())
-        self.cut_handle = loop.call_at(self._loop_time(window_start), self._open_window)
+        self._call_at(window_start, self._open_window)
         await self._sleep_until(t0)
         try:
             if plan.mode == "lockstep":
@@ -275,7 +277,8 @@ class Worker:
             stats.closing = True
             for room in self.rooms:
                 room.stop()
-            self._slice(max(time.monotonic_ns(), self.cut_at))
+            # The last row takes everything not yet reported (see _slice).
+            self._slice(time.monotonic_ns())
             for room in self.rooms:
                 for member in room.members:
                     if member.transport is not None:
@@ -308,19 +311,30 @@ class Worker:
         await self._next_message()
         self.stopping.set()
 
-    def _loop_time(self, at_ns: int) -> float:
-        return self.loop.time() + (at_ns - time.monotonic_ns()) / 1e9
+    def _call_at(self, at_ns: int, callback: Callable[[], None]) -> None:
+        """Calls ``callback`` once the monotonic clock has reached ``at_ns``, never before: the
+        loop's timers count whole milliseconds and may fire early (a row cut early would end
+        before the time it is labelled with). ``cut_handle`` is its handle, to cancel it."""
+
+        def due() -> None:
+            if time.monotonic_ns() < at_ns:
+                self._call_at(at_ns, callback)
+            else:
+                callback()
+
+        delay = (at_ns - time.monotonic_ns()) / 1e9
+        self.cut_handle = self.loop.call_later(max(0.0, delay), due)
 
     def _open_window(self) -> None:
-        """The window opens: the time series and the generator's CPU time start here (its CPU
-        over the window says whether it, not the relay, was the limit)."""
+        """The window opens: the generator's CPU time starts here (its CPU over the window says
+        whether it, not the relay, was the limit), and the time series is cut from here on.
+
+        Nothing is counted here: this may run late, after the first messages due in the
+        window were written and delivered (a busy or stopped generator, or a tick that fires
+        first), and those belong to the window all the same. The tally counts only what
+        belongs to the window and the rows start from nothing, so every one is in a row."""
         self._take_cpu("cpu_start")
-        tally = self.stats.tally
-        self.cut_counts = (tally.sent_window, tally.received_total,
-                           sum(self.stats.errors.values()))
-        self.stats.take_latency()  # nothing was measured before the window: nothing is lost
-        self.cut_handle = self.loop.call_at(
-            self._loop_time(self._next_cut(self.cut_at)), self._cut)
+        self._call_at(self._next_cut(self.cut_at), self._cut)
 
     def _end_window(self) -> None:
         """The window is over (at its end, or early when stopped)."""
@@ -347,20 +361,26 @@ class Worker:
         return min(cut, later[0]) if later else cut
 
     def _cut(self) -> None:
-        at = self.cut_at
-        nxt = self._next_cut(at)
+        nxt = self._next_cut(self.cut_at)
         self._slice(nxt)
-        self.cut_handle = self.loop.call_at(self._loop_time(self._next_cut(nxt)), self._cut)
+        self._call_at(self._next_cut(nxt), self._cut)
 
     def _slice(self, end: int) -> None:
-        """Reports the time series' row from the last cut to ``end`` (monotonic ns)."""
+        """Reports the time series' row from the last cut to ``end`` (monotonic ns), with
+        everything counted since the last cut.
+
+        Nothing is counted before the window's start, and no cut is taken before its time, so
+        whatever a row holds was counted after it started: a row that would end where it
+        starts (the load ended before the window opened) holds nothing, and is not sent."""
         start = self.cut_at
         if end <= start:
             return
         window_start, window_end = self.window
         tally, stats = self.stats.tally, self.stats
-        # Sent: the window's messages written during the row (all of them, summed over rows).
-        counts = (tally.sent_window, tally.received_total, sum(stats.errors.values()))
+        # Sent: the window's messages written during the row (all of them, summed over rows);
+        # delivered: what arrived during it, from the window's start on.
+        counts = (tally.sent_window, tally.received_in_window + tally.received_after_window,
+                  stats.window_errors)
         sent, received, errors = (now - then for now, then in zip(counts, self.cut_counts,
                                                                   strict=True))
         self.cut_at, self.cut_counts = end, counts
