@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from .histogram import Histogram, format_us, summary_us
 from .procstat import CpuClock, ProcSample, clock, sample
@@ -188,7 +188,7 @@ class Controller:
             ready = multiprocessing.connection.wait(
                 [c for i, c in enumerate(self.chans) if i not in answers], max(wait, 0.0))
             self._take_samples()
-            for ready_chan in ready:
+            for ready_chan in cast("list[multiprocessing.connection.Connection]", ready):
                 index = self.chans.index(ready_chan)
                 try:
                     message: Any = ready_chan.recv()

@@ -223,11 +223,11 @@ class Totals:
         return [iv.row(states) for _, iv in sorted(self.intervals.items())]
 
     def _lag_summary(self) -> dict[str, Any]:
-        summary = summary_us(self.lag)
+        summary: dict[str, Any] = summary_us(self.lag)
         offered, sent = self.counts["offered"], self.counts["sent"]
-        summary["late"] = self.lag.count_above(LATE_NS)
-        summary["unsent"] = max(0, offered - sent)
-        missed = summary["late"] + summary["unsent"]
+        late, unsent = self.lag.count_above(LATE_NS), max(0, offered - sent)
+        summary["late"], summary["unsent"] = late, unsent
+        missed = late + unsent
         summary["late_ratio"] = missed / offered if offered else 0.0
         p99 = self.lag.percentile(99)
         summary["kept_schedule"] = (p99 is None or p99 <= LATE_NS) and (

@@ -297,7 +297,7 @@ class Worker:
             return
         self.pacer.start()
         assert self.stopping is not None
-        stop = asyncio.ensure_future(self.stopping.wait())
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait([self.pacer.done, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
