@@ -109,3 +109,38 @@ async def test_survivors_of_a_full_collection_are_frozen_only_when_no_task_runs(
         gc.unfreeze()
     gc.collect()
     assert policy.freezes == 1  # stopped: no more
+
+
+async def test_a_growing_heap_is_collected_in_steps_that_walk_only_what_is_new() -> None:
+    """Objects that pile up (members joining) are collected in steps: after each
+    middle-generation collection the policy asks for a full one, which walks only what came
+    since the last freeze, never the whole heap."""
+    loop = asyncio.get_running_loop()
+    gc.collect()
+    gc.freeze()  # what the test process holds already, as the relay freezes its start-up
+    walked: list[int] = []  # the objects each full collection walks
+
+    def measure(phase: str, info: dict[str, int]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            walked.append(sum(len(gc.get_objects(generation)) for generation in range(3)))
+
+    policy = FreezeSurvivors(loop)
+    gc.callbacks.append(measure)
+    policy.start()
+    held: list[list[int]] = []
+    try:
+        for _ in range(100):
+            held.extend([] for _ in range(1_000))  # 100,000 tracked objects, all kept
+            await asyncio.sleep(0)  # a loop iteration: a step asked for runs here
+        assert policy.steps >= 5, (policy.steps, walked)
+        assert policy.freezes >= policy.steps
+        # A middle-generation collection moves at most 7,700 survivors into the old one.
+        assert walked and max(walked) <= 20_000, walked
+    finally:
+        policy.stop()
+        gc.callbacks.remove(measure)
+        gc.unfreeze()
+    steps = policy.steps
+    held.extend([] for _ in range(30_000))
+    await asyncio.sleep(0)
+    assert policy.steps == steps  # stopped: no more
