@@ -12,12 +12,12 @@ import os
 
 import pytest
 
-import pugfast._frames as py_impl
+import pugfast.engine._frames as py_impl
 
 NO_EXTENSIONS = os.environ.get("PUGFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 try:
-    import pugfast._speedups as c_impl
+    import pugfast.engine._speedups as c_impl
 except ImportError:
     if not NO_EXTENSIONS:
         raise

@@ -1,4 +1,4 @@
-"""The load generator's hot paths (pugfast/_sink.py and its compiled twin): both of them.
+"""The load generator's hot paths (pugfast/engine/_sink.py and its compiled twin): both of them.
 
 Table cases hold each implementation to the counts, latencies, events and errors expected of a
 stream of relayed frames, fed at once and byte by byte. The differential tests feed both the
@@ -22,8 +22,8 @@ from engines import NOT_BUILT, c_impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pugfast._frames as frames
-import pugfast._sink as py_sink
+import pugfast.engine._frames as frames
+import pugfast.engine._sink as py_sink
 from pugfast.bench.histogram import BUCKETS, Histogram
 from pugfast.errors import ProtocolError
 
@@ -598,10 +598,11 @@ def test_as_a_protocol_it_counts_at_the_time_of_arrival_and_passes_on_only_the_r
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_the_sink_records_in_the_bench_histograms_layout(impl: Any) -> None:
     from pugfast.bench import histogram
+    from pugfast.engine import buckets
 
-    assert impl.BUCKETS == histogram.BUCKETS and impl.SUB_BITS == histogram.SUB_BITS
+    assert impl.BUCKETS == buckets.BUCKETS == histogram.BUCKETS and impl.SUB_BITS == buckets.SUB_BITS
     for value in (0, 1, 255, 256, 257, 511, 512, 1000, 10**6 + 3, 3_600 * 10**9, (1 << 63) - 1):
-        assert impl.bucket_index(value) == histogram.bucket_index(value)
+        assert impl.bucket_index(value) == buckets.bucket_index(value) == histogram.bucket_index(value)
 
 
 # -- the open loop's sender ----------------------------------------------------------------------

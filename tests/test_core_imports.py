@@ -21,17 +21,17 @@ assert not loaded, f"{module} imports {{loaded}}"
 @pytest.mark.parametrize(
     "module",
     [
-        "pugfast._frames",
-        "pugfast._fanout",
-        "pugfast._sink",
-        "pugfast._head",
+        "pugfast.engine._frames",
+        "pugfast.engine._fanout",
+        "pugfast.engine._sink",
+        "pugfast.engine._head",
         "pugfast.allowance",
         "pugfast.liveness",
         "pugfast.workers.channel",
         "pugfast.handshake",
         "pugfast.pow",
         "pugfast.registry",
-        pytest.param("pugfast._speedups", marks=pytest.mark.skipif(c_impl is None, reason=NOT_BUILT)),
+        pytest.param("pugfast.engine._speedups", marks=pytest.mark.skipif(c_impl is None, reason=NOT_BUILT)),
     ],
 )
 def test_core_module_imports_no_io_framework(module: str) -> None:

@@ -175,7 +175,7 @@ def test_selector_reports_the_active_engine() -> None:
     expected = "python" if os.environ.get("PUGFAST_NO_EXTENSIONS") not in (None, "", "0") else "cython"
     assert expected == speedups.IMPLEMENTATION
     module = speedups.Connection.__module__
-    assert module == ("pugfast._fanout" if expected == "python" else "pugfast._speedups")
+    assert module == ("pugfast.engine._fanout" if expected == "python" else "pugfast.engine._speedups")
 
 
 @pytest.mark.parametrize("size", [1, 121, 122, 65531, 65532, 70000])

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from engines import NOT_BUILT, c_impl
 
-import pugfast._fanout as py_fanout
-from pugfast._frames import OP_BINARY, OP_TEXT, encode_frame
+import pugfast.engine._fanout as py_fanout
+from pugfast.engine._frames import OP_BINARY, OP_TEXT, encode_frame
 
 FANOUTS = [
     pytest.param(py_fanout, id="py"),

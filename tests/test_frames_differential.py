@@ -16,7 +16,7 @@ from engines import IMPLEMENTATIONS, frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pugfast._frames as py_impl
+import pugfast.engine._frames as py_impl
 from pugfast.errors import ProtocolError
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10

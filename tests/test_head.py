@@ -1,4 +1,4 @@
-"""The check of a room upgrade's request head (pugfast/_head.py and its compiled twin): which
+"""The check of a room upgrade's request head (pugfast/engine/_head.py and its compiled twin): which
 heads the front door answers itself, what it reads from them, and the two implementations
 giving the same result for any bytes."""
 
@@ -11,7 +11,7 @@ from engines import NOT_BUILT, c_impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pugfast._head as py_head
+import pugfast.engine._head as py_head
 
 HEADS = [
     pytest.param(py_head, id="py"),

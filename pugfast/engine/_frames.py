@@ -1,8 +1,8 @@
 """The WebSocket frame codec (RFC 6455, docs/protocol.md §6.9), sans I/O, in pure Python.
 
-This is the twin of the compiled codec in _ext/pugfast/_frames.pxi: both expose the same names
-and give the same events and errors however the input is split into ``feed()`` calls
-(tests/test_frames_differential.py holds them to it); pugfast/speedups.py picks one.
+This is the twin of the compiled codec in _ext/pugfast/engine/_frames.pxi: both expose the same
+names and give the same events and errors however the input is split into ``feed()`` calls
+(tests/test_frames_differential.py holds them to it); pugfast/engine/__init__.py picks one.
 
 A frame header is checked rule by rule as soon as the bytes that prove each rule are present,
 in the order of docs/protocol.md §6.9, so that where the input is cut never changes the outcome:
@@ -19,7 +19,7 @@ from __future__ import annotations
 import codecs
 import struct
 
-from pugfast.errors import ProtocolError
+from ..errors import ProtocolError
 
 OP_CONT = 0
 OP_TEXT = 1

@@ -1,9 +1,10 @@
 """The load generator's ends of the wire, in pure Python: the messages a member sends, and
 what it receives, counted.
 
-This is the twin of the compiled source and sink in _ext/pugfast/_sink.pxi: both expose the
-same names and give the same bytes, counts, events and errors however the input is split into
-``feed()`` calls (tests/test_bench_sink.py holds them to it); pugfast/speedups.py picks one.
+This is the twin of the compiled source and sink in _ext/pugfast/engine/_sink.pxi: both expose
+the same names and give the same bytes, counts, events and errors however the input is split
+into ``feed()`` calls (tests/test_bench_sink.py holds them to it); pugfast/engine/__init__.py
+picks one.
 
 A member of ``pugfast bench`` stamps every message with its send time (monotonic ns) and a
 sequence number of its own (``MessageSource``); the relay puts the sender's member id in front.
@@ -26,9 +27,8 @@ the time the generator got round to writing it, so a generator that falls behind
 busy core) shows in the latency instead of hiding it (coordinated omission); how late each
 write was, its lag, goes into the tally's second histogram (``drain_lag_into``).
 
-The histograms' layout is HdrHistogram's for two significant decimal digits and a lowest
-discernible value of 1: values below 256 have a bucket each, and above that every power of two
-is split into 128 equal buckets, so a bucket is at most 1/128 of its values wide (under 1%).
+The histograms' layout is HdrHistogram's for two significant decimal digits
+(pugfast/engine/buckets.py): a bucket is at most 1/128 of its values wide (under 1%).
 ``bucket_index`` gives a value's bucket; pugfast/bench/histogram.py reads the same layout.
 
 Any other message (text, ping, pong, close, a binary one too short or from an impossible
@@ -47,8 +47,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from ..errors import ProtocolError
 from ._frames import OP_BINARY, BytesLike, Event, FrameParser, encode_frame
-from .errors import ProtocolError
+from .buckets import BUCKETS, LINEAR, SUB_BITS, bucket_index
 
 # A message's head: the send time and the sequence number, XORed with the frame's mask (the
 # time, never negative, packed unsigned).
@@ -61,20 +62,6 @@ MAX_SENDERS = 1 << 16
 _NEVER = 1 << 62
 # Times are 64-bit signed nanoseconds, as the compiled twin holds them.
 _LIMIT = 1 << 63
-# The histograms' layout (HdrHistogram, two significant digits): 2**SUB_BITS buckets per power
-# of two above the 2**(SUB_BITS + 1) values that have a bucket each.
-SUB_BITS = 7
-_LINEAR = 2 << SUB_BITS
-# Enough buckets for every value below 2**63.
-BUCKETS = (63 - SUB_BITS) * (1 << SUB_BITS) + _LINEAR
-
-
-def bucket_index(value: int) -> int:
-    """The histogram bucket ``value`` (a non-negative integer below 2**63) falls in."""
-    if value < _LINEAR:
-        return value if value > 0 else 0
-    shift = value.bit_length() - SUB_BITS - 1
-    return (shift << SUB_BITS) + (value >> shift)
 
 
 def _nanoseconds(name: str, value: int) -> int:
@@ -496,7 +483,7 @@ class DeliverySink:
                         total += run * run_latency
                     latency = now_ns - sent_at
                     # bucket_index, inlined.
-                    if latency < _LINEAR:
+                    if latency < LINEAR:
                         run_index = latency if latency > 0 else 0
                     else:
                         shift = latency.bit_length() - SUB_BITS - 1
