@@ -3,8 +3,9 @@ what it receives, counted.
 
 This is the twin of the compiled source and sink in _ext/pugfast/engine/_sink.pxi: both expose
 the same names and give the same bytes, counts, events and errors however the input is split
-into ``feed()`` calls (tests/test_bench_sink.py holds them to it); pugfast/engine/__init__.py
-picks one.
+into ``feed()`` calls (tests/test_bench_sink.py holds them to it); the engine's selector,
+pugfast/engine/__init__.py, picks one. The two are laid out alike, method for method: a reader
+can put ``DeliverySink._feed``, ``_account`` and ``_grow`` beside their C.
 
 A member of ``pugfast bench`` stamps every message with its send time (monotonic ns) and a
 sequence number of its own (``MessageSource``); the relay puts the sender's member id in front.
@@ -49,7 +50,12 @@ from typing import Any, cast
 
 from ..errors import ProtocolError
 from ._frames import OP_BINARY, BytesLike, Event, FrameParser, encode_frame
-from .buckets import BUCKETS, LINEAR, SUB_BITS, bucket_index
+from .buckets import BUCKETS, SUB_BITS, bucket_index
+
+__all__ = [
+    "BUCKETS", "MAX_SENDERS", "SUB_BITS", "DeliverySink", "DeliveryTally", "Lockstep",
+    "MessageSource", "OpenLoopSender", "bucket_index",
+]
 
 # A message's head: the send time and the sequence number, XORed with the frame's mask (the
 # time, never negative, packed unsigned).
@@ -58,6 +64,7 @@ _MASKED_HEAD = struct.Struct(">QI")
 _RELAYED = struct.Struct(">IqI")
 # Member ids beyond this are no relay's: a room gives them from 1 up, one per join.
 MAX_SENDERS = 1 << 16
+_FIRST_SENDERS = 64
 # Before a window is set nothing counts as measured.
 _NEVER = 1 << 62
 # Times are 64-bit signed nanoseconds, as the compiled twin holds them.
@@ -434,89 +441,27 @@ class DeliverySink:
         stream ended are ignored. Raises TypeError if ``data`` is not a bytes-like object,
         ValueError if ``now_ns`` is negative, and what the lockstep's writes raise.
         """
+        return self._feed(data, now_ns)
+
+    def _feed(self, data: BytesLike, now_ns: int) -> int:
         _nanoseconds("now_ns", now_ns)
         parser = self._parser
         if parser.finished:
             return 0
         parser.feed(data)
         tally = self._tally
-        ws = tally._window_start
-        we = tally._window_end
-        expect = self._expect
-        events = self._events
-        recorder = tally._latency
-        counts = recorder.counts
-        unpack = _RELAYED.unpack_from
-        next_event = parser.next_event
-        received = gaps = out_of_order = measured = total = 0
-        # Deliveries stamped alike (a lockstep burst: one time for the whole round) land in
-        # the same bucket: ``run`` of them are counted at once, at ``run_latency``.
-        run = run_latency = run_index = 0
-        run_at = _LIMIT  # no time a message carries
-        low = _LIMIT
-        high = -_LIMIT
+        arrived = tally._window_start <= now_ns < tally._window_end
+        received = 0
         try:
-            while (event := next_event()) is not None:
-                payload = cast(bytes, event[1])
-                if event[0] != OP_BINARY or len(payload) < _RELAYED.size:
-                    events.append(event)
-                    continue
-                sender, sent_at, seq = unpack(payload)
-                if sender >= MAX_SENDERS:
-                    events.append(event)
-                    continue
-                if sender >= len(expect):
-                    expect.extend([0] * max(64, len(expect), sender + 1 - len(expect)))
-                wanted = expect[sender]
-                if seq > wanted:
-                    gaps += seq - wanted
-                elif seq < wanted:
-                    out_of_order += 1
-                expect[sender] = seq + 1
-                received += 1
-                if sent_at == run_at:
-                    run += 1
-                elif ws <= sent_at < we:
-                    if run:
-                        counts[run_index] += run
-                        measured += run
-                        total += run * run_latency
-                    latency = now_ns - sent_at
-                    # bucket_index, inlined.
-                    if latency < LINEAR:
-                        run_index = latency if latency > 0 else 0
-                    else:
-                        shift = latency.bit_length() - SUB_BITS - 1
-                        run_index = (shift << SUB_BITS) + (latency >> shift)
-                    run = 1
-                    run_latency = latency
-                    run_at = sent_at
-                    if latency > high:
-                        high = latency
-                    if latency < low:
-                        low = latency
+            while (event := parser.next_event()) is not None:
+                if event[0] == OP_BINARY and self._account(cast(bytes, event[1]), now_ns, arrived):
+                    received += 1
+                else:
+                    self._events.append(event)
         except ProtocolError as exc:
             self._error = exc
-        if received:
-            tally.received_total += received
-            if ws <= now_ns < we:
-                tally.received_in_window += received
-            elif now_ns >= we:
-                tally.received_after_window += received
-            tally.gaps += gaps
-            tally.out_of_order += out_of_order
-        if run:
-            counts[run_index] += run
-            measured += run
-            total += run * run_latency
-        if measured:
-            if recorder.count == 0 or low < recorder.min:
-                recorder.min = low
-            if recorder.count == 0 or high > recorder.max:
-                recorder.max = high
-            recorder.count += measured
-            recorder.total += total
-            tally.delivered += measured
+        if received and now_ns >= tally._window_end:
+            tally.received_after_window += received
         if received and self.lockstep is not None:
             self.lockstep._received(received)
         return received
@@ -536,3 +481,33 @@ class DeliverySink:
             self._error = None
             raise error
         return None
+
+    def _account(self, payload: bytes, now: int, arrived_in_window: bool) -> bool:
+        """Counts the relayed message ``payload`` if it is a delivery; False if it is not one."""
+        if len(payload) < _RELAYED.size:
+            return False
+        sender, sent_at, seq = _RELAYED.unpack_from(payload)
+        if sender >= MAX_SENDERS:
+            return False
+        if sender >= len(self._expect):
+            self._grow(sender)
+        tally = self._tally
+        wanted = self._expect[sender]
+        if seq > wanted:
+            tally.gaps += seq - wanted
+        elif seq < wanted:
+            tally.out_of_order += 1
+        self._expect[sender] = seq + 1
+        tally.received_total += 1
+        if arrived_in_window:
+            tally.received_in_window += 1
+        if tally._window_start <= sent_at < tally._window_end:
+            tally._latency.record(now - sent_at)
+            tally.delivered += 1
+        return True
+
+    def _grow(self, sender: int) -> None:
+        """Makes room for ``sender``'s expected sequence number; new senders expect 0."""
+        expect = self._expect
+        capacity = min(max(_FIRST_SENDERS, 2 * len(expect), sender + 1), MAX_SENDERS)
+        expect.extend([0] * (capacity - len(expect)))
