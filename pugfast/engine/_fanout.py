@@ -52,6 +52,8 @@ from ._frames import (
     encode_frame,
 )
 
+__all__ = ["RATE_LIMITED", "RATE_NOTICE_INTERVAL", "WRITE_CHUNK", "Connection", "Flusher", "Group"]
+
 # aiohttp's payload-parser interface returns (eof, tail); these two are reused, not rebuilt.
 _MORE = (False, b"")
 _DONE = (True, b"")

@@ -26,6 +26,11 @@ from typing import NoReturn
 
 from ..errors import ProtocolError
 
+__all__ = [
+    "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT", "FrameParser",
+    "apply_mask", "encode_close", "encode_frame",
+]
+
 OP_CONT = 0
 OP_TEXT = 1
 OP_BINARY = 2

@@ -34,6 +34,8 @@ import re
 
 from ..handshake import HandshakeError, check_upgrade
 
+__all__ = ["READ", "parse_upgrade_head"]
+
 # The fields the relay reads; the others are only checked for form.
 READ = (
     "host", "upgrade", "connection", "sec-websocket-version", "sec-websocket-key", "origin",
