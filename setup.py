@@ -1,4 +1,5 @@
-"""Builds the compiled engine, pugfast._speedups, from _ext/ and ships static/ in the package.
+"""Builds the compiled engine, pugfast.engine._speedups, from _ext/ and ships static/ in the
+package.
 
 Without a working C compiler (or Python's headers) the build still succeeds, with one warning,
 and the package runs on its pure-Python engine; PUGFAST_REQUIRE_EXTENSIONS=1 makes that a
@@ -19,7 +20,7 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 ROOT = Path(__file__).parent
 
-# Read like PUGFAST_NO_EXTENSIONS (pugfast/speedups.py): anything but "" or "0" means yes.
+# Read like PUGFAST_NO_EXTENSIONS (pugfast/engine/__init__.py): anything but "" or "0" means yes.
 REQUIRE_EXTENSIONS = os.environ.get("PUGFAST_REQUIRE_EXTENSIONS", "") not in ("", "0")
 
 
@@ -40,9 +41,9 @@ class build_py_with_static(build_py):
 class build_ext_or_fall_back(build_ext):
     """Builds the compiled engine, or, when no C compiler can, leaves it out with one warning.
 
-    pugfast/speedups.py falls back to the pure-Python twins when pugfast._speedups is absent,
-    so an install without a compiler works, more slowly, and says ``engine: python`` at start
-    (aiohttp's fallback is the model). Raises SystemExit instead when PUGFAST_REQUIRE_EXTENSIONS
+    pugfast/engine/__init__.py falls back to the pure-Python twins when pugfast.engine._speedups
+    is absent, so an install without a compiler works, more slowly, and says ``engine: python``
+    at start (aiohttp's fallback is the model). Raises SystemExit instead when PUGFAST_REQUIRE_EXTENSIONS
     is set.
     """
 
@@ -78,8 +79,8 @@ REPRODUCIBLE = [f"-fdebug-prefix-map={ROOT.resolve()}=."]
 extensions = cythonize(
     [
         Extension(
-            "pugfast._speedups",
-            ["_ext/pugfast/_speedups.pyx"],
+            "pugfast.engine._speedups",
+            ["_ext/pugfast/engine/_speedups.pyx"],
             # No debug information: it would make the wheel four times the size.
             extra_compile_args=["-O2", "-g0", *REPRODUCIBLE],
         )

@@ -23,11 +23,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import pugfast._fanout as py_fanout
-import pugfast._frames as py_impl
+import pugfast.engine._fanout as py_fanout
+import pugfast.engine._frames as py_impl
 
 try:
-    import pugfast._speedups as c_impl
+    import pugfast.engine._speedups as c_impl
 except ImportError:  # a source checkout that was never built
     c_impl = None
 

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 KIB, MIB = 1024, 1024 * 1024
-# pugfast/_fanout.py: the most one write offers the transport.
+# pugfast/engine/_fanout.py: the most one write offers the transport.
 WRITE_CHUNK = 256 * KIB
 
 

@@ -60,10 +60,10 @@ from aiohttp import web
 
 from .addresses import AddressCounts
 from .allowance import CONNECTIONS
+from .engine import Connection, parse_upgrade_head
 from .gateway import Gateway
 from .handshake import origin_allowed
 from .headers import TIMED_OUT, error_response, switching_protocols
-from .speedups import Connection, parse_upgrade_head
 
 # The only request the front door answers itself starts so; any other goes to aiohttp as soon
 # as its head is whole (a head whose lines end in a bare LF, which aiohttp may accept, too).

@@ -1,6 +1,6 @@
 """The room protocol over the engine's connections: join, presence, purge, endings, liveness.
 
-The engine (pugfast.speedups) relays binary messages by itself; what reaches this module is
+The engine (pugfast.engine) relays binary messages by itself; what reaches this module is
 text messages and the end of each connection, which is the slow, rare part of the protocol.
 This is also where rooms get their timers, on the loop's monotonic clock.
 """
@@ -19,10 +19,10 @@ import orjson
 
 from .allowance import CONNECTIONS, ROOMS, Allowance
 from .config import Settings
+from .engine import OP_TEXT, Connection, Flusher, Group, encode_frame
 from .liveness import Liveness
 from .pow import ChallengeError, ChallengeIssuer
 from .registry import Member, Registry, Room, RoomIds, secret_digest
-from .speedups import OP_TEXT, Connection, Flusher, Group, encode_frame
 
 log = logging.getLogger("pugfast.gateway")
 
@@ -53,7 +53,7 @@ _LEFT = b'{"type":"leave","member":%b}'
 
 # How long a connection the relay is closing may take to hang up after the close frame
 # before it is dropped (the relay half-closes and keeps reading until then; see _end_output
-# in pugfast/_fanout.py).
+# in pugfast/engine/_fanout.py).
 CLOSE_LINGER = 3.0
 
 # A 503 for want of capacity is the relay's limit, not a client's fault: the operator is told,

@@ -16,8 +16,8 @@ from aiohttp import web
 from . import __version__
 from .acceptor import listen
 from .allowance import CONNECTIONS, ROOMS
+from .engine import IMPLEMENTATION
 from .gateway import Gateway
-from .speedups import IMPLEMENTATION
 
 JOIN_REFUSALS = ("bad_message", "no_such_room", "room_full", "wrong_secret")
 ROOM_ENDINGS = ("expired", "purged", "empty", "unused")

@@ -21,11 +21,11 @@ from .acceptor import BACKLOG, RESERVED_DESCRIPTORS, Acceptor, listen, raise_ope
 from .app import make_app
 from .collector import FreezeSurvivors
 from .config import Settings
+from .engine import IMPLEMENTATION
 from .frontdoor import Entrance
 from .gateway import Gateway
 from .metrics import LoopLag, render, serve_metrics, snapshot
 from .registry import RoomIds
-from .speedups import IMPLEMENTATION
 from .workers.link import WorkerLink
 
 log = logging.getLogger("pugfast")

@@ -58,7 +58,7 @@ for path in sys.argv[2:]:
     python, _, platform = re.match(r"pugfast-[^-]+-(cp3\d+)-(cp3\d+)-(.+)\.whl", pathlib.Path(path).name).groups()
     arch = "aarch64" if platform.endswith("aarch64") else "x86_64"
     libc = "musl" if platform.startswith("musllinux") else "gnu"
-    engine = f"pugfast/_speedups.cpython-{python[2:]}-{arch}-linux-{libc}.so"
+    engine = f"pugfast/engine/_speedups.cpython-{python[2:]}-{arch}-linux-{libc}.so"
     dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
     metadata = email.message_from_bytes(wheel.read(f"{dist_info}/METADATA"))
     problems = [f"missing {n}" for n in sorted((expected | {engine, f"{dist_info}/licenses/LICENSE"}) - names)]

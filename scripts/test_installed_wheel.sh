@@ -135,15 +135,17 @@ pass "pugfast and its requirements installed from binary packages alone"
 step "the installed package, and its compiled engine"
 "${VPY[@]}" - <<'PY' || fail "the installed wheel does not run its compiled engine"
 import importlib.machinery, importlib.metadata, importlib.util, sys
-import pugfast, pugfast._speedups, pugfast.speedups
+import pugfast, pugfast.engine, pugfast.engine._speedups, pugfast.speedups
 assert importlib.util.find_spec("Cython") is None, "Cython is installed in the fresh environment"
 assert pugfast.__file__.startswith(sys.prefix), f"pugfast came from {pugfast.__file__}"
-assert pugfast.speedups.IMPLEMENTATION == "cython", pugfast.speedups.IMPLEMENTATION
+assert pugfast.engine.IMPLEMENTATION == "cython", pugfast.engine.IMPLEMENTATION
+assert pugfast.speedups.IMPLEMENTATION == "cython", "pugfast.speedups is not pugfast.engine's alias"
 suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-assert pugfast._speedups.__file__.endswith(suffix), (pugfast._speedups.__file__, suffix)
+compiled = pugfast.engine._speedups.__file__
+assert compiled.endswith(suffix), (compiled, suffix)
 tags = [line[5:] for line in importlib.metadata.distribution("pugfast").read_text("WHEEL").splitlines()
         if line.startswith("Tag: ")]
-print(f"  wheel: {', '.join(tags)}; engine: {pugfast.speedups.IMPLEMENTATION} ({pugfast._speedups.__file__})")
+print(f"  wheel: {', '.join(tags)}; engine: {pugfast.engine.IMPLEMENTATION} ({compiled})")
 PY
 pass "pugfast imports from the venv; engine: cython"
 

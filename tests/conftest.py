@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pugfast import speedups
+from pugfast import engine
 
 try:
     import uvloop
@@ -31,7 +31,7 @@ ASYNC_TEST_TIMEOUT = 60.0
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    return f"pugfast engine: {speedups.IMPLEMENTATION}; event loops: {', '.join(LOOP_FACTORIES)}"
+    return f"pugfast engine: {engine.IMPLEMENTATION}; event loops: {', '.join(LOOP_FACTORIES)}"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from support import client_frame
+from engines import client_frame
 
 
 def allow_open_files(needed: int) -> None:

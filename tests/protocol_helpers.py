@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from support import RawClient, RunningRelay, client_frame
+from engines import client_frame
+from support import RawClient, RunningRelay
 
 B64U_22 = re.compile(r"[A-Za-z0-9_-]{22}")
 NAME = re.compile(r"[A-Z][a-z]+ [A-Z][a-z]+( [0-9]+)?")

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from engines import client_frame
 
 from pugfast.config import Settings
 from pugfast.server import Relay
@@ -123,33 +124,6 @@ async def running_relay_of(workers: int, **overrides: Any) -> AsyncIterator[Runn
         return
     async with running_workers(workers, **overrides) as supervisor, aiohttp.ClientSession() as session:
         yield RunningRelay(supervisor.port, session, supervisor=supervisor)
-
-
-def client_frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    mask: bytes | None = b"\x11\x22\x33\x44",
-    length: int | None = None,
-) -> bytes:
-    """A client frame built by hand; ``length`` overrides the announced payload length."""
-    n = len(payload) if length is None else length
-    head = bytearray([(0x80 if fin else 0) | (rsv << 4) | opcode])
-    mask_bit = 0x80 if mask is not None else 0
-    if n < 126:
-        head.append(mask_bit | n)
-    elif n < 65536:
-        head.append(mask_bit | 126)
-        head += struct.pack("!H", n)
-    else:
-        head.append(mask_bit | 127)
-        head += struct.pack("!Q", n)
-    if mask is None:
-        return bytes(head) + payload
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes(head) + mask + masked
 
 
 @dataclass

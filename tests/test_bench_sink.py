@@ -1,4 +1,4 @@
-"""The load generator's hot paths (pugfast/_sink.py and its compiled twin): both of them.
+"""The load generator's hot paths (pugfast/engine/_sink.py and its compiled twin): both of them.
 
 Table cases hold each implementation to the counts, latencies, events and errors expected of a
 stream of relayed frames, fed at once and byte by byte. The differential tests feed both the
@@ -16,32 +16,17 @@ from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-import engines
 import pytest
-from engines import NOT_BUILT, c_impl
+from engines import IMPLEMENTATIONS, NOT_BUILT, c_impl, frame, py_impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pugfast._frames as frames
-import pugfast._sink as py_sink
 from pugfast.bench.histogram import BUCKETS, Histogram
 from pugfast.errors import ProtocolError
-
-IMPLEMENTATIONS = [
-    pytest.param(py_sink, id="py"),
-    pytest.param(c_impl, id="c", marks=pytest.mark.skipif(c_impl is None, reason=NOT_BUILT)),
-]
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 LIMIT = 1 << 16
 MASK = b"\x5a\xa5\x0f\xf0"
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, first: int | None = None,
-          mask: bytes | None = None, wide: int = 0) -> bytes:
-    """A frame; ``first`` overrides its first byte, ``wide`` forces a 16- or 64-bit length."""
-    built = engines.frame(opcode, payload, fin=fin, mask=mask, wide=wide)
-    return built if first is None else bytes([first]) + built[1:]
 
 
 def relayed(sender: int, sent_at: int, seq: int, *, pad: int = 4, wide: int = 0) -> bytes:
@@ -145,7 +130,7 @@ CASES = [
          + frame(CONT, struct.pack(">IqI", 1, 1200, 0)[5:] + b"xy"), (1, 1, 1, 0, 0), [300],
          events=[(PING, b"")]),
     Case("reserved bits: the deliveries before are counted, the error comes last",
-         D(1, 1200, 0) + frame(TEXT, b"hi") + frame(BINARY, bytes(16), first=0xC2)
+         D(1, 1200, 0) + frame(TEXT, b"hi") + frame(BINARY, bytes(16), rsv=4)
          + D(1, 1200, 1), (1, 1, 1, 0, 0), [300], events=[(TEXT, b"hi")],
          error=(1002, "reserved bits set")),
     Case("a masked frame from the relay", frame(BINARY, bytes(16), mask=MASK),
@@ -293,7 +278,7 @@ def test_bytes_after_the_stream_ended_are_ignored(impl: Any) -> None:
 
 def unmasked(impl_frames: bytes, payload_bytes: int) -> list[bytes]:
     """The payloads of masked client frames, as a relay reads them."""
-    parser = frames.FrameParser(payload_bytes)
+    parser = py_impl.FrameParser(payload_bytes)
     parser.feed(impl_frames)
     payloads = []
     while (event := parser.next_event()) is not None:
@@ -316,7 +301,7 @@ def test_source_frames_carry_the_time_and_the_next_numbers(impl: Any, payload_by
     assert unmasked(source.frames(1, (1 << 63) - 1), payload_bytes) == [
         struct.pack(">qI", (1 << 63) - 1, 3) + tail]
     # The masked bytes on the wire are those encode_frame makes with the same mask.
-    assert source.frames(1, 7) == frames.encode_frame(
+    assert source.frames(1, 7) == py_impl.encode_frame(
         BINARY, struct.pack(">qI", 7, 4) + tail, mask=MASK)
 
 
@@ -329,7 +314,7 @@ def test_source_twins_write_the_same_bytes(
 ) -> None:
     if c_impl is None:
         pytest.skip(NOT_BUILT)
-    py, c = py_sink.MessageSource(payload_bytes, mask), c_impl.MessageSource(payload_bytes, mask)
+    py, c = py_impl.MessageSource(payload_bytes, mask), c_impl.MessageSource(payload_bytes, mask)
     for k, sent_at in bursts:
         assert py.frames(k, sent_at) == c.frames(k, sent_at)
         assert py.seq == c.seq
@@ -419,7 +404,7 @@ def relay_round(impl: Any, written: list[list[bytes]], sinks: list[Any], now: in
 
 def test_lockstep_end_to_end_through_a_simulated_relay() -> None:
     outcomes = []
-    for impl in (py_sink, c_impl):
+    for impl in (py_impl, c_impl):
         if impl is None:
             continue
         tally = impl.DeliveryTally()
@@ -517,7 +502,7 @@ def test_twins_agree_however_the_bytes_are_split(
     cuts = sorted(draw.draw(st.lists(st.integers(0, len(data)), max_size=10), label="cuts"))
     chunks = [data[a:b] for a, b in pairwise([0, *cuts, len(data)])]
     nows = draw.draw(st.lists(times, min_size=len(chunks), max_size=len(chunks)), label="nows")
-    assert run(c_impl, chunks, nows, window, limit) == run(py_sink, chunks, nows, window, limit)
+    assert run(c_impl, chunks, nows, window, limit) == run(py_impl, chunks, nows, window, limit)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
@@ -598,10 +583,11 @@ def test_as_a_protocol_it_counts_at_the_time_of_arrival_and_passes_on_only_the_r
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 def test_the_sink_records_in_the_bench_histograms_layout(impl: Any) -> None:
     from pugfast.bench import histogram
+    from pugfast.engine import buckets
 
-    assert impl.BUCKETS == histogram.BUCKETS and impl.SUB_BITS == histogram.SUB_BITS
+    assert impl.BUCKETS == buckets.BUCKETS == histogram.BUCKETS and impl.SUB_BITS == buckets.SUB_BITS
     for value in (0, 1, 255, 256, 257, 511, 512, 1000, 10**6 + 3, 3_600 * 10**9, (1 << 63) - 1):
-        assert impl.bucket_index(value) == histogram.bucket_index(value)
+        assert impl.bucket_index(value) == buckets.bucket_index(value) == histogram.bucket_index(value)
 
 
 # -- the open loop's sender ----------------------------------------------------------------------
@@ -694,7 +680,7 @@ def test_open_loop_sender_twins_write_and_count_the_same(
     if c_impl is None:
         pytest.skip(NOT_BUILT)
     outcomes = []
-    for impl in (py_sink, c_impl):
+    for impl in (py_impl, c_impl):
         tally = impl.DeliveryTally()
         tally.window_start, tally.window_end = window
         writes = Writes(members)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support import RawClient, client_frame, running_relay
+from engines import client_frame
+from support import RawClient, running_relay
 
 from pugfast import gateway
 

@@ -258,3 +258,53 @@ def test_every_relative_link_between_the_pages_leads_somewhere() -> None:
             elif anchor and destination.suffix == ".md" and anchor not in anchors(destination.read_text()):
                 broken.append(f"{name}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def house_map() -> dict[str, str]:
+    """The paths README.md's map of the house ("How it is built") names, each with its line."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("## How it is built"):].split("```")[1]
+    named: dict[str, str] = {}
+    parents: list[str] = []
+    for line in block.splitlines()[1:]:
+        indent = len(line) - len(line.lstrip(" "))
+        # Descriptions run on in a column of their own, deeper than any name.
+        if not line.strip() or indent > 8:
+            continue
+        depth = indent // 2
+        names = re.match(r"([\w./]+(?:, [\w./]+)*)", line.strip())
+        assert names, line
+        for name in names.group(1).split(", "):
+            path = "/".join([*parents[:depth], name.rstrip("/")])
+            named[path] = line
+        if names.group(1).endswith("/"):
+            parents[depth:] = [names.group(1).rstrip("/")]
+    return named
+
+
+def test_the_map_of_the_house_matches_the_tree() -> None:
+    import pugfast
+
+    # The package as imported: a run against an installed wheel has no pugfast/ (nor _ext/) in
+    # its copy of the checkout.
+    package = Path(pugfast.__file__).resolve().parent
+    named = house_map()
+
+    def on_disk(path: str) -> Path:
+        return package.parent / path if path.split("/")[0] == "pugfast" else REPO / path
+
+    sources_here = (REPO / "_ext").is_dir()
+    missing = sorted(path for path in named if not on_disk(path).exists()
+                     and (sources_here or not path.startswith("_ext/")))
+    assert not missing, f"README.md's map names what the tree does not have: {missing}"
+    # Every module and package of pugfast is on the map, and every module of the packages
+    # whose modules the map lists one by one.
+    listed = {path.rpartition("/")[0] for path in named if path.count("/") == 2}
+    unmapped = sorted(
+        path.relative_to(package.parent).as_posix()
+        for path in [*package.glob("*.py"), *(p for p in package.iterdir() if p.is_dir()), *(
+            module for folder in listed for module in on_disk(folder).glob("*.py"))]
+        if path.name not in ("__init__.py", "__main__.py", "__pycache__", "static")
+        and path.relative_to(package.parent).as_posix() not in named
+    )
+    assert not unmapped, f"README.md's map leaves out: {unmapped}"

@@ -9,10 +9,9 @@ import struct
 from typing import Any
 
 import pytest
+from engines import client_frame
 from protocol_helpers import wait_until
-from support import RawClient, client_frame, running_relay
-
-from pugfast import speedups
+from support import RawClient, running_relay
 
 
 async def read_binary(client: RawClient, count: int) -> list[tuple[int, bytes]]:
@@ -167,15 +166,6 @@ async def test_twenty_simultaneous_64_kib_messages_reach_every_reader() -> None:
             assert set(received) == expected, i
         assert r.gateway.flusher.slow_consumers == 0
         assert len(r.gateway.connections) == 21
-
-
-def test_selector_reports_the_active_engine() -> None:
-    import os
-
-    expected = "python" if os.environ.get("PUGFAST_NO_EXTENSIONS") not in (None, "", "0") else "cython"
-    assert expected == speedups.IMPLEMENTATION
-    module = speedups.Connection.__module__
-    assert module == ("pugfast._fanout" if expected == "python" else "pugfast._speedups")
 
 
 @pytest.mark.parametrize("size", [1, 121, 122, 65531, 65532, 70000])

@@ -10,15 +10,9 @@ import socket
 from typing import Any
 
 import pytest
-from engines import NOT_BUILT, c_impl
+from engines import IMPLEMENTATIONS, NOT_BUILT, c_impl, py_impl
 
-import pugfast._fanout as py_fanout
-from pugfast._frames import OP_BINARY, OP_TEXT, encode_frame
-
-FANOUTS = [
-    pytest.param(py_fanout, id="py"),
-    pytest.param(c_impl, id="c", marks=pytest.mark.skipif(c_impl is None, reason=NOT_BUILT)),
-]
+from pugfast.engine._frames import OP_BINARY, OP_TEXT, encode_frame
 
 
 class Session:
@@ -99,7 +93,7 @@ async def queue_and_read(impl: Any, *, bound: int, frames: list[bytes], reads: b
 BURST = [encode_frame(OP_BINARY, bytes([i]) * 32768) for i in range(4)]
 
 
-@pytest.mark.parametrize("impl", FANOUTS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 async def test_a_burst_past_the_bound_reaches_a_peer_that_reads(impl: Any) -> None:
     result = await queue_and_read(impl, bound=65536, frames=BURST, reads=True)
     assert result == {
@@ -114,7 +108,7 @@ async def test_a_burst_past_the_bound_reaches_a_peer_that_reads(impl: Any) -> No
     }
 
 
-@pytest.mark.parametrize("impl", FANOUTS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 async def test_a_peer_that_does_not_read_is_cut_off(impl: Any) -> None:
     frames = BURST * 8
     result = await queue_and_read(impl, bound=65536, frames=frames, reads=False)
@@ -127,7 +121,7 @@ async def test_both_engines_write_and_cut_alike() -> None:
     if c_impl is None:
         pytest.skip(NOT_BUILT)
     for frames, reads in ((BURST, True), (BURST * 8, False), (BURST[:1], True)):
-        py = await queue_and_read(py_fanout, bound=65536, frames=frames, reads=reads)
+        py = await queue_and_read(py_impl, bound=65536, frames=frames, reads=reads)
         c = await queue_and_read(c_impl, bound=65536, frames=frames, reads=reads)
         if not reads:
             # How much a full socket took before the cut is the kernel's to decide.
@@ -194,7 +188,7 @@ NOTICE_2 = encode_frame(OP_TEXT, b'{"type":"join","member":{"id":3,"name":"Bold 
 MESSAGE = encode_frame(OP_BINARY, b"\x00\x00\x00\x02ciphertext")
 
 
-@pytest.mark.parametrize("impl", FANOUTS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 async def test_a_deferred_frame_waits_for_the_next_write_or_the_deferral(impl: Any) -> None:
     result = await deferred_notices(impl, deferral=1.0)
     assert result["seen"] == [
@@ -206,7 +200,7 @@ async def test_a_deferred_frame_waits_for_the_next_write_or_the_deferral(impl: A
     assert (result["frames"], result["writes"]) == (5, 3)
 
 
-@pytest.mark.parametrize("impl", FANOUTS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 async def test_without_a_timer_a_deferred_frame_is_an_ordinary_one(impl: Any) -> None:
     result = await deferred_notices(impl, deferral=None)
     assert result["seen"] == [(NOTICE_1, NOTICE_1), (MESSAGE, b""), (NOTICE_2, NOTICE_2), (b"", b"")]
@@ -217,7 +211,7 @@ async def test_both_engines_defer_alike() -> None:
     if c_impl is None:
         pytest.skip(NOT_BUILT)
     for deferral in (1.0, None):
-        assert await deferred_notices(py_fanout, deferral) == await deferred_notices(c_impl, deferral)
+        assert await deferred_notices(py_impl, deferral) == await deferred_notices(c_impl, deferral)
 
 
 class Recording:
@@ -263,12 +257,12 @@ async def large_flush(impl: Any) -> dict[str, Any]:
     return {"sizes": recording.sizes, "writes": flusher.writes}
 
 
-@pytest.mark.parametrize("impl", FANOUTS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 async def test_a_flush_larger_than_a_piece_is_written_in_pieces(impl: Any) -> None:
     """An event loop keeps a buffer it was given until all of it is sent, so a member that
     stops reading would hold the sent part of one huge write besides its unsent bytes: a
     flush is offered in pieces of WRITE_CHUNK at most."""
-    assert impl.WRITE_CHUNK == py_fanout.WRITE_CHUNK == 262144
+    assert impl.WRITE_CHUNK == py_impl.WRITE_CHUNK == 262144
     result = await large_flush(impl)
     total = 20 * (65536 + 10)
     whole, rest = divmod(total, impl.WRITE_CHUNK)
@@ -279,4 +273,4 @@ async def test_a_flush_larger_than_a_piece_is_written_in_pieces(impl: Any) -> No
 async def test_both_engines_write_large_flushes_alike() -> None:
     if c_impl is None:
         pytest.skip(NOT_BUILT)
-    assert await large_flush(py_fanout) == await large_flush(c_impl)
+    assert await large_flush(py_impl) == await large_flush(c_impl)

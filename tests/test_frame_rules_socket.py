@@ -11,8 +11,9 @@ import struct
 
 import orjson
 import pytest
+from engines import client_frame
 from protocol_helpers import expect_close_next, expect_type, join_frame, members, recv_relayed
-from support import client_frame, running_relay
+from support import running_relay
 
 MAX = 1024  # max_message_bytes for these tests
 

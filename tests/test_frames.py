@@ -9,44 +9,16 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import pytest
-from engines import IMPLEMENTATIONS
+from engines import IMPLEMENTATIONS, mask_payload
+from engines import client_frame as frame
 
 from pugfast.errors import ProtocolError
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 MASK = bytes.fromhex("37fa213d")
 LIMIT = 1 << 20
-
-
-def masked(payload: bytes, mask: bytes) -> bytes:
-    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-def frame(
-    opcode: int,
-    payload: bytes = b"",
-    *,
-    fin: bool = True,
-    rsv: int = 0,
-    mask: bytes | None = MASK,
-    length: int | None = None,
-) -> bytes:
-    """Builds a frame bit by bit, including the broken ones encode_frame refuses to make.
-
-    ``rsv`` is the 3-bit RSV1-3 field; ``length`` is announced instead of the payload's own.
-    """
-    n = len(payload) if length is None else length
-    mask_bit = 0 if mask is None else 0x80
-    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
-    if n < 126:
-        head += bytes([mask_bit | n])
-    elif n <= 0xFFFF:
-        head += bytes([mask_bit | 126]) + n.to_bytes(2, "big")
-    else:
-        head += bytes([mask_bit | 127]) + n.to_bytes(8, "big")
-    if mask is None:
-        return head + payload
-    return head + mask + masked(payload, mask)
+# ``frame`` (engines.client_frame) builds the cases' frames as a client sends them: masked,
+# unless a case says mask=None.
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -572,7 +544,7 @@ def test_apply_mask(impl: Any) -> None:
     assert impl.apply_mask(b"Hello", MASK) == bytes.fromhex("7f9f4d5158")
     for n in range(20):
         data = blob(n)
-        assert impl.apply_mask(data, MASK) == masked(data, MASK)
+        assert impl.apply_mask(data, MASK) == mask_payload(data, MASK)
         assert impl.apply_mask(impl.apply_mask(data, MASK), MASK) == data
     kept = bytearray(b"unchanged")
     impl.apply_mask(kept, MASK)

@@ -12,11 +12,10 @@ from itertools import pairwise
 from typing import Any, NamedTuple
 
 import pytest
-from engines import IMPLEMENTATIONS, frame
+from engines import IMPLEMENTATIONS, frame, py_impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pugfast._frames as py_impl
 from pugfast.errors import ProtocolError
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10

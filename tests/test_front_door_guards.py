@@ -1,7 +1,8 @@
 """The front door under slow, idle, flooding and crowding clients (docs/protocol.md §2.6): request
 and keep-alive deadlines, the cap on connections that are not WebSockets, the per-address cap,
-and running out of file descriptors. Real sockets, on both event loops and both engines; the
-same guards with ``--workers 2``."""
+and running out of file descriptors. Real sockets, on both event loops, on the engine the run
+selected (the suite runs once on each: PUGFAST_NO_EXTENSIONS=1 selects the twin); the same
+guards with ``--workers 2``."""
 
 from __future__ import annotations
 

@@ -8,8 +8,9 @@ import asyncio
 import gc
 
 import orjson
+from engines import client_frame
 from protocol_helpers import join_frame, wait_until
-from support import RawClient, client_frame, running_relay
+from support import RawClient, running_relay
 from test_websocket import read_response, upgrade_request
 
 from pugfast.frontdoor import MAX_HEAD, FrontDoor

@@ -1,4 +1,4 @@
-"""The check of a room upgrade's request head (pugfast/_head.py and its compiled twin): which
+"""The check of a room upgrade's request head (pugfast/engine/_head.py and its compiled twin): which
 heads the front door answers itself, what it reads from them, and the two implementations
 giving the same result for any bytes."""
 
@@ -7,16 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from engines import NOT_BUILT, c_impl
+from engines import IMPLEMENTATIONS, NOT_BUILT, c_impl, py_impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import pugfast._head as py_head
-
-HEADS = [
-    pytest.param(py_head, id="py"),
-    pytest.param(c_impl, id="c", marks=pytest.mark.skipif(c_impl is None, reason=NOT_BUILT)),
-]
 
 ROOM = "AbCdEfGhIjKlMnOpQr-_09"
 LINE = f"GET /r/{ROOM}/ws HTTP/1.1".encode()
@@ -92,7 +85,7 @@ KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 
-@pytest.mark.parametrize("impl", HEADS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize(("head", "fields"), [c[1:] for c in ACCEPTED], ids=[c[0] for c in ACCEPTED])
 def test_accepted_heads(impl: Any, head: bytes, fields: dict[str, str]) -> None:
     accept = ACCEPT if "sec-websocket-key" in fields else None
@@ -124,7 +117,7 @@ HANDSHAKES = [
 ]
 
 
-@pytest.mark.parametrize("impl", HEADS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize(("head", "accept"), [c[1:] for c in HANDSHAKES], ids=[c[0] for c in HANDSHAKES])
 def test_the_handshake_is_checked_and_answered(impl: Any, head: bytes, accept: str | None) -> None:
     result = impl.parse_upgrade_head(head)
@@ -141,12 +134,12 @@ def test_any_key_gets_the_accept_value_of_the_rfc(key: bytes) -> None:
     text = base64.b64encode(key)
     expected = base64.b64encode(hashlib.sha1(text + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
     head = GOOD.replace(b"dGhlIHNhbXBsZSBub25jZQ==", text)
-    for impl in (py_head, c_impl):
+    for impl in (py_impl, c_impl):
         if impl is not None:
             assert impl.parse_upgrade_head(head)[2] == expected.decode()
 
 
-@pytest.mark.parametrize("impl", HEADS)
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("head", [c[1] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_refused_heads(impl: Any, head: bytes) -> None:
     assert impl.parse_upgrade_head(head) is None
@@ -155,13 +148,13 @@ def test_refused_heads(impl: Any, head: bytes) -> None:
 def test_both_read_the_same_fields() -> None:
     if c_impl is None:
         pytest.skip(NOT_BUILT)
-    assert c_impl.READ == py_head.READ
+    assert c_impl.READ == py_impl.READ
 
 
 def differential(head: bytes) -> None:
     if c_impl is None:
         pytest.skip(NOT_BUILT)
-    assert c_impl.parse_upgrade_head(head) == py_head.parse_upgrade_head(head)
+    assert c_impl.parse_upgrade_head(head) == py_impl.parse_upgrade_head(head)
 
 
 @settings(max_examples=400)

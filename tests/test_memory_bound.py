@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pugfast._fanout import WRITE_CHUNK
+from pugfast.engine._fanout import WRITE_CHUNK
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("worst_case", ROOT / "bench" / "worst_case.py")

@@ -104,7 +104,7 @@ def test_sdist_holds_the_whole_checkout_and_nothing_generated(tmp_path: Path) ->
     out = tmp_path / "out"
     build = build_in_process(source, "build_sdist", out)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
-    assert (source / "_ext" / "pugfast" / "_speedups.c").exists(), "Cython did not run"
+    assert (source / "_ext" / "pugfast" / "engine" / "_speedups.c").exists(), "Cython did not run"
     (sdist,) = out.glob("pugfast-*.tar.gz")
     with tarfile.open(sdist) as archive:
         prefix = sdist.name.removesuffix(".tar.gz") + "/"
@@ -116,7 +116,7 @@ def test_sdist_holds_the_whole_checkout_and_nothing_generated(tmp_path: Path) ->
     generated = sorted(m for m in members if m.endswith(GENERATED) or "__pycache__" in m)
     assert not generated, f"the sdist holds generated or compiled files: {generated}"
     for source_file in ("_speedups.pyx", "_speedups.pxd", "_frames.pxi", "_fanout.pxi"):
-        assert f"_ext/pugfast/{source_file}" in members
+        assert f"_ext/pugfast/engine/{source_file}" in members
     assert "LICENSE" in members
 
 
@@ -168,7 +168,7 @@ def test_without_a_compiler_the_wheel_builds_with_one_warning_and_runs_the_pure_
     assert "PUGFAST_REQUIRE_EXTENSIONS=1 makes this an error" in log
     (wheel,) = out.glob("pugfast-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "pugfast/_fanout.py" in names
+    assert "pugfast/engine/_fanout.py" in names
     assert not [name for name in names if name.endswith(".so")], names
 
     # Installed into a fresh environment, the relay starts on the pure-Python engine and says

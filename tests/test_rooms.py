@@ -7,8 +7,9 @@ import asyncio
 import logging
 
 import pytest
+from engines import client_frame
 from protocol_helpers import expect_close_next, expect_type, join_frame, members, recv_relayed, wait_until
-from support import client_frame, running_relay
+from support import running_relay
 
 
 def assert_gone(r, room_id: str, stored) -> None:

@@ -19,7 +19,8 @@ import sys
 import aiohttp
 import pytest
 import websockets
-from support import RawClient, ServerProcess, client_frame, self_signed_certificate
+from engines import client_frame
+from support import RawClient, ServerProcess, self_signed_certificate
 
 from pugfast import __version__
 from pugfast.config import OPTIONS

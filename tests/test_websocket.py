@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 import pytest
 import websockets
+from engines import client_frame
 from protocol_helpers import (
     NAME,
     assert_security_headers,
@@ -30,7 +31,7 @@ from protocol_helpers import (
     recv_relayed,
     wait_until,
 )
-from support import RawClient, client_frame, running_relay
+from support import RawClient, running_relay
 
 # -- join (docs/protocol.md §6.2) ------------------------------------------------------------
 

@@ -76,6 +76,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from .outcome import UsageError, finish
+
 __all__ = ["DESCRIPTION", "add_arguments", "main"]
 
 DESCRIPTION = (
@@ -85,7 +87,6 @@ DESCRIPTION = (
     "--server-pid, the relay's CPU per delivery and memory. `pugfast bench merge A.json "
     "B.json ...` adds up the reports of a load split with --segment."
 )
-THRESHOLD_BROKEN = 99
 # How long the relay has to answer before the run is refused (the issue's bound is 2 s).
 REACH_TIMEOUT = 1.5
 
@@ -206,10 +207,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print the report as one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-
-
-class UsageError(Exception):
-    """The arguments describe no run that can be carried out; the message says why."""
 
 
 def _mode(args: argparse.Namespace) -> str:
@@ -335,37 +332,3 @@ def _run(args: argparse.Namespace, parsed: dict[str, Any]) -> int:
         "tick_ms": 1 if mode == "open" else None, "answer_pings": not args.ignore_pings,
     }
     return finish(args, totals, args.url, config, list(parsed["thresholds"]), broken_early)
-
-
-def finish(args: argparse.Namespace, totals: Any, target: str, config: dict[str, Any],
-           thresholds: list[Any], broken_early: list[dict[str, Any]]) -> int:
-    """Report ``totals`` (a run's, or a merge's), write the time series, judge thresholds;
-    return the exit status."""
-    import orjson
-
-    from .report import format_text
-    from .series import write_hdr_log, write_out
-    from .thresholds import describe, evaluate
-
-    report = totals.report(target, config)
-    verdicts = evaluate(thresholds, report)
-    # A threshold that stopped the run early is broken, whatever the rest of the window says.
-    for early in broken_early:
-        for verdict in verdicts:
-            if verdict["threshold"] == early["threshold"] and verdict["ok"]:
-                verdict.update(ok=False, value=early["value"])
-    report["thresholds"] = verdicts
-    if args.out:
-        write_out(args.out, report)
-    if args.hdr_log:
-        write_hdr_log(args.hdr_log, totals, totals.started_epoch_s)
-    if args.json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        print(format_text(report, verdicts))
-    broken = [v for v in verdicts if not v["ok"]]
-    if broken:
-        for verdict in broken:
-            print(f"pugfast bench: threshold broken: {describe(verdict)}", file=sys.stderr)
-        return THRESHOLD_BROKEN
-    return 1 if report["lost"] or report["error_count"] else 0

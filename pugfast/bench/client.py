@@ -1,8 +1,9 @@
 """The load generator's side of the wire: rooms of members, each a raw asyncio Protocol.
 
 A member is a plain ``asyncio.Protocol``: it writes the HTTP upgrade request by hand, then
-leaves the hot paths to the engine (pugfast/_sink.py, compiled in _ext/pugfast/_sink.pxi, on the
-relay's own codec), so that the generator spends less per delivery than the relay it measures:
+leaves the hot paths to the engine (pugfast/engine/_sink.py, compiled in
+_ext/pugfast/engine/_sink.pxi, on the relay's own codec), so that the generator spends less per
+delivery than the relay it measures:
 
 - Sending: a ``MessageSource`` writes masked binary frames, each a prebuilt frame with the
   head of its payload stamped in: a time (``time.monotonic_ns()``: CLOCK_MONOTONIC is
@@ -38,8 +39,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import ProtocolError
-from ..speedups import (
+from ..engine import (
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
@@ -52,6 +52,7 @@ from ..speedups import (
     OpenLoopSender,
     encode_frame,
 )
+from ..errors import ProtocolError
 from .histogram import Histogram
 from .schedule import TICK_NS, Schedule
 from .ticker import Ticker

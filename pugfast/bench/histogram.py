@@ -1,14 +1,14 @@
 """Latency histograms in HdrHistogram's layout: fixed memory, exact merges, under 1% error.
 
 Values are non-negative integers (nanoseconds here). The layout is HdrHistogram's for a lowest
-discernible value of 1 and two significant decimal digits: values below 256 have a bucket
-each, and above that every power of two is split into 128 equal buckets, so a bucket is at
-most 1/128 of its values wide. A percentile is reported as the highest value of its bucket
-(as HdrHistogram does), clipped to the exact minimum and maximum: it may overstate the true
-value by at most 0.8%, from 1 ns to 2**63 ns (an hour is 3.6e12). Figures are printed with
-three significant digits, which is all that precision supports.
+discernible value of 1 and two significant decimal digits (pugfast/engine/buckets.py): values
+below 256 have a bucket each, and above that every power of two is split into 128 equal
+buckets, so a bucket is at most 1/128 of its values wide. A percentile is reported as the
+highest value of its bucket (as HdrHistogram does), clipped to the exact minimum and maximum: it
+may overstate the true value by at most 0.8%, from 1 ns to 2**63 ns (an hour is 3.6e12).
+Figures are printed with three significant digits, which is all that precision supports.
 
-The load generator's DeliveryTally (pugfast/_sink.py and its compiled twin) records into
+The load generator's DeliveryTally (pugfast/engine/_sink.py and its compiled twin) records into
 buckets of this same layout and moves them into a Histogram with ``drain_into``. Histograms of
 several workers, processes, segments or runs merge exactly: counts add up bucket by bucket,
 and the count, sum, minimum and maximum are kept exactly beside them.
@@ -27,30 +27,10 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import TextIO
 
-SUB_BITS = 7
-_SUB = 1 << SUB_BITS  # buckets per power of two
-_LINEAR = 2 * _SUB  # values below this have a bucket each
-# Enough buckets for every value below 2**63.
-BUCKETS = (63 - SUB_BITS) * _SUB + _LINEAR
+from ..engine.buckets import BUCKETS, bucket_bounds, bucket_index
+
 SIGNIFICANT_DIGITS = 2
 LAYOUT = {"unit": "ns", "lowest": 1, "significant_digits": SIGNIFICANT_DIGITS}
-
-
-def bucket_index(value: int) -> int:
-    """The bucket ``value`` falls in."""
-    if value < _LINEAR:
-        return value if value > 0 else 0
-    shift = value.bit_length() - SUB_BITS - 1
-    return (shift << SUB_BITS) + (value >> shift)
-
-
-def bucket_bounds(index: int) -> tuple[int, int]:
-    """The smallest and largest value of bucket ``index``."""
-    if index < _LINEAR:
-        return index, index
-    shift = (index >> SUB_BITS) - 1
-    mantissa = index - (shift << SUB_BITS)
-    return mantissa << shift, ((mantissa + 1) << shift) - 1
 
 
 class Histogram:

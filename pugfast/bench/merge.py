@@ -17,7 +17,7 @@ import orjson
 
 def merge_main(args: argparse.Namespace) -> int:
     """Merge ``args.reports``, print the merged report, return the exit status."""
-    from . import UsageError, finish
+    from .outcome import UsageError, finish
     from .results import merge_reports, missing_segments
     from .series import check_out
     from .thresholds import check_applicable, parse

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..engine import OpenLoopSender
 from ..pow import solve
-from ..speedups import OpenLoopSender
 from .client import JoinError, Member, Pacer, Room, Stats, upgrade_request
 from .histogram import Histogram
 from .schedule import TICK_NS, Schedule

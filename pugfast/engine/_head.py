@@ -1,5 +1,5 @@
 """Reading the one request head the relay answers without aiohttp: the pure-Python twin of
-_ext/pugfast/_head.pxi.
+_ext/pugfast/engine/_head.pxi.
 
 The front door (pugfast/frontdoor.py) answers ``GET /r/{room}/ws HTTP/1.1`` itself, and hands
 any other request to aiohttp. ``parse_upgrade_head`` decides which: it accepts only a plain
@@ -25,14 +25,16 @@ their values, or None. ``accept`` is the Sec-WebSocket-Accept value when the fie
 version-13 upgrade (pugfast.handshake.check_upgrade passes them), else None: the front door then
 lets aiohttp answer with check_upgrade's refusal. A differential test holds the two
 implementations to the same result for any bytes (the compiled one checks the handshake and
-computes SHA-1 in C: _ext/pugfast/_handshake.pxi).
+computes SHA-1 in C: _ext/pugfast/engine/_handshake.pxi).
 """
 
 from __future__ import annotations
 
 import re
 
-from .handshake import HandshakeError, check_upgrade
+from ..handshake import HandshakeError, check_upgrade
+
+__all__ = ["READ", "parse_upgrade_head"]
 
 # The fields the relay reads; the others are only checked for form.
 READ = (

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ProtocolError
 from ._frames import (
     OP_BINARY,
     OP_CLOSE,
@@ -50,7 +51,8 @@ from ._frames import (
     encode_close,
     encode_frame,
 )
-from .errors import ProtocolError
+
+__all__ = ["RATE_LIMITED", "RATE_NOTICE_INTERVAL", "WRITE_CHUNK", "Connection", "Flusher", "Group"]
 
 # aiohttp's payload-parser interface returns (eof, tail); these two are reused, not rebuilt.
 _MORE = (False, b"")

@@ -1,8 +1,12 @@
 """The WebSocket frame codec (RFC 6455, docs/protocol.md §6.9), sans I/O, in pure Python.
 
-This is the twin of the compiled codec in _ext/pugfast/_frames.pxi: both expose the same names
-and give the same events and errors however the input is split into ``feed()`` calls
-(tests/test_frames_differential.py holds them to it); pugfast/speedups.py picks one.
+This is the twin of the compiled codec in _ext/pugfast/engine/_frames.pxi: both expose the same
+names and give the same events and errors however the input is split into ``feed()`` calls
+(tests/test_frames_differential.py holds them to it); the engine's selector,
+pugfast/engine/__init__.py, picks one. FrameParser's methods pair with the compiled ones of
+the same names (``next_event`` with ``next_c``): ``_read_header`` checks a header,
+``_control`` and ``_add_fragment`` take a frame's payload, ``_fail`` raises the ProtocolError
+and ``_release`` drops the buffers.
 
 A frame header is checked rule by rule as soon as the bytes that prove each rule are present,
 in the order of docs/protocol.md §6.9, so that where the input is cut never changes the outcome:
@@ -18,8 +22,14 @@ from __future__ import annotations
 
 import codecs
 import struct
+from typing import NoReturn
 
-from pugfast.errors import ProtocolError
+from ..errors import ProtocolError
+
+__all__ = [
+    "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT", "FrameParser",
+    "apply_mask", "encode_close", "encode_frame",
+]
 
 OP_CONT = 0
 OP_TEXT = 1
@@ -104,25 +114,45 @@ class FrameParser:
         After a close event or an error the parser is finished and returns None.
         """
         while not self._finished:
-            frame = self._read_frame()
-            if frame is None:
-                # Compacting here, not per frame, also lets a buffer grown by a big read go.
-                del self._buf[: self._pos]
-                self._pos = 0
+            header = self._read_header()
+            if header is None:
+                self._trim()
                 return None
-            fin, opcode, payload = frame
+            fin, opcode, start, length = header
+            end = start + length
+            buf = self._buf
+            if len(buf) < end:
+                self._trim()
+                return None
+            self._pos = end
+            # The mask bit was checked against require_mask: the mask is the 4 bytes before.
+            if self._require_mask:
+                payload = apply_mask(buf[start:end], buf[start - 4 : start])
+            else:
+                payload = bytes(buf[start:end])
             if opcode >= OP_CLOSE:
                 return self._control(opcode, payload)
-            event = self._data(fin, opcode, payload)
-            if event is not None:
+            if opcode != OP_CONT and fin:
+                # A whole message in one frame, the common case.
+                if opcode == OP_TEXT:
+                    try:
+                        payload.decode("utf-8")
+                    except UnicodeDecodeError:
+                        self._fail(1007, "invalid UTF-8")
+                return opcode, payload
+            self._add_fragment(fin, opcode, payload)
+            if fin:
+                event = self._frag_opcode, bytes(self._frag)
+                self._frag = bytearray()
+                self._frag_opcode = 0
                 return event
         return None
 
-    def _read_frame(self) -> tuple[bool, int, bytes] | None:
-        """Consumes the frame at the read offset and returns (fin, opcode, unmasked payload).
+    def _read_header(self) -> tuple[bool, int, int, int] | None:
+        """Checks the header at the read offset; returns (fin, opcode, where its payload starts,
+        payload length) once the header is complete, None while bytes are missing.
 
-        Returns None while the frame is incomplete; raises ProtocolError as soon as its header
-        breaks a rule.
+        Raises ProtocolError as soon as the bytes present prove a broken rule.
         """
         buf, pos = self._buf, self._pos
         available = len(buf) - pos
@@ -131,23 +161,23 @@ class FrameParser:
         fin = bool(buf[pos] & 0x80)
         opcode = buf[pos] & 0x0F
         if buf[pos] & 0x70:
-            raise self._fail(1002, "reserved bits set")
+            self._fail(1002, "reserved bits set")
         if opcode not in _OPCODES:
-            raise self._fail(1002, "unknown opcode")
+            self._fail(1002, "unknown opcode")
         if opcode >= OP_CLOSE and not fin:
-            raise self._fail(1002, "fragmented control frame")
+            self._fail(1002, "fragmented control frame")
         if available < 2:
             return None
         masked = bool(buf[pos + 1] & 0x80)
         length = buf[pos + 1] & 0x7F
         if opcode >= OP_CLOSE and length > _MAX_CONTROL_PAYLOAD:
-            raise self._fail(1002, "control frame too long")
+            self._fail(1002, "control frame too long")
         if masked != self._require_mask:
-            raise self._fail(1002, "unmasked frame" if self._require_mask else "masked frame")
+            self._fail(1002, "unmasked frame" if self._require_mask else "masked frame")
         if opcode == OP_CONT and not self._frag_opcode:
-            raise self._fail(1002, "continuation without a start")
+            self._fail(1002, "continuation without a start")
         if opcode in (OP_TEXT, OP_BINARY) and self._frag_opcode:
-            raise self._fail(1002, "data frame inside a fragmented message")
+            self._fail(1002, "data frame inside a fragmented message")
         start = pos + 2
         if length == 126:
             if available < 4:
@@ -160,21 +190,14 @@ class FrameParser:
             length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
             start += 8
             if length >> 63:
-                raise self._fail(1002, "length with the top bit set")
+                self._fail(1002, "length with the top bit set")
         if opcode < OP_CLOSE and len(self._frag) + length > self._max_message_bytes:
-            raise self._fail(1009, "message too big")
-        mask = None
+            self._fail(1009, "message too big")
         if masked:
-            if len(buf) < start + 4:
-                return None
-            mask = buf[start : start + 4]
             start += 4
-        end = start + length
-        if len(buf) < end:
-            return None
-        self._pos = end
-        payload = buf[start:end]
-        return fin, opcode, bytes(payload) if mask is None else apply_mask(payload, mask)
+            if len(buf) < start:
+                return None
+        return fin, opcode, start, length
 
     def _control(self, opcode: int, payload: bytes) -> Event:
         if opcode != OP_CLOSE:
@@ -182,59 +205,53 @@ class FrameParser:
         code = None
         reason = ""
         if len(payload) == 1:
-            raise self._fail(1002, "close payload of 1 byte")
+            self._fail(1002, "close payload of 1 byte")
         if payload:
             code = int.from_bytes(payload[:2], "big")
             if not _close_code_allowed(code):
-                raise self._fail(1002, "invalid close code")
+                self._fail(1002, "invalid close code")
             try:
                 reason = payload[2:].decode("utf-8")
             except UnicodeDecodeError:
-                raise self._fail(1007, "invalid UTF-8 in close reason") from None
-        self._finish()
+                self._fail(1007, "invalid UTF-8 in close reason")
+        self._finished = True
+        # The reason is a copy, so the buffers go now (the compiled twin, whose reason lies in
+        # them, frees them on the next call).
+        self._release()
         return OP_CLOSE, code, reason
 
-    def _data(self, fin: bool, opcode: int, payload: bytes) -> Event | None:
-        """Returns the message this data frame completes, or None if it is not the last."""
-        if opcode != OP_CONT and fin:
-            if opcode == OP_TEXT:
-                try:
-                    payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise self._fail(1007, "invalid UTF-8") from None
-            return opcode, payload
+    def _add_fragment(self, fin: bool, opcode: int, payload: bytes) -> None:
         if opcode != OP_CONT:
             self._frag_opcode = opcode
         if self._frag_opcode == OP_TEXT:
-            self._check_text_fragment(payload, fin)
+            try:
+                self._decoder.decode(payload, fin)
+            except UnicodeDecodeError:
+                self._fail(1007, "invalid UTF-8")
+            pending = self._decoder.getstate()[0]
+            # CPython's decoder waits for a third byte before it rejects an encoded UTF-16
+            # surrogate (ED A0..BF); every other invalid prefix it rejects at once, as the C
+            # validator does with this one too, and the two must fail on the same frame.
+            if pending[:1] == b"\xed" and pending[1:2] >= b"\xa0":
+                self._fail(1007, "invalid UTF-8")
         self._frag += payload
-        if not fin:
-            return None
-        event = self._frag_opcode, bytes(self._frag)
-        self._frag = bytearray()
-        self._frag_opcode = 0
-        return event
 
-    def _check_text_fragment(self, payload: bytes, fin: bool) -> None:
-        try:
-            self._decoder.decode(payload, fin)
-        except UnicodeDecodeError:
-            raise self._fail(1007, "invalid UTF-8") from None
-        pending = self._decoder.getstate()[0]
-        # CPython's decoder waits for a third byte before it rejects an encoded UTF-16
-        # surrogate (ED A0..BF); every other invalid prefix it rejects at once, as the C
-        # validator does with this one too, and the two must fail on the same frame.
-        if pending[:1] == b"\xed" and pending[1:2] >= b"\xa0":
-            raise self._fail(1007, "invalid UTF-8")
+    def _trim(self) -> None:
+        # Compacting when the input runs out, not per frame, also lets a buffer grown by a big
+        # read go.
+        del self._buf[: self._pos]
+        self._pos = 0
 
-    def _finish(self) -> None:
+    def _fail(self, code: int, reason: str) -> NoReturn:
+        self._release()
         self._finished = True
-        self._buf = bytearray()
-        self._frag = bytearray()
+        # Raised in place of what revealed the broken rule (a UnicodeDecodeError, say).
+        raise ProtocolError(code, reason) from None
 
-    def _fail(self, code: int, reason: str) -> ProtocolError:
-        self._finish()
-        return ProtocolError(code, reason)
+    def _release(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._frag = bytearray()
 
 
 def apply_mask(data: BytesLike, mask: BytesLike) -> bytes:

@@ -1,7 +1,7 @@
 # Declarations of the compiled engine's extension types (see _speedups.pyx).
 
 # --- frame codec ---
-# Implemented in _frames.pxi; its Python-level API is the same as pugfast/_frames.py's.
+# Implemented in _frames.pxi; its Python-level API is the same as pugfast/engine/_frames.py's.
 
 cdef enum:
     # RFC 6455 opcodes as C constants; the module's OP_* names are the same values for Python.
@@ -58,7 +58,7 @@ cdef class FrameParser:
 
 
 # --- connection layer and fan-out ---
-# Implemented in _fanout.pxi; its Python-level API is the same as pugfast/_fanout.py's.
+# Implemented in _fanout.pxi; its Python-level API is the same as pugfast/engine/_fanout.py's.
 
 cdef class Connection
 cdef class Group
@@ -145,10 +145,10 @@ cdef class Connection:
 
 
 # --- the load generator's hot paths ---
-# Implemented in _sink.pxi; its Python-level API is the same as pugfast/_sink.py's.
+# Implemented in _sink.pxi; its Python-level API is the same as pugfast/engine/_sink.py's.
 
 cdef enum:
-    # Histogram buckets: HdrHistogram's layout for two significant digits (_sink.py's SUB_BITS
+    # Histogram buckets: HdrHistogram's layout for two significant digits (buckets.py's SUB_BITS
     # = 7): (63 - 7) * 128 + 256.
     SINK_SUB_BITS = 7
     SINK_BUCKETS = 7424

@@ -1,6 +1,7 @@
-# The connection layer and broadcast fan-out in C: the compiled twin of pugfast/_fanout.py,
-# with the same names and behaviour (read that module's docstring for the design). Included
-# by _speedups.pyx after _frames.pxi; the types are declared in _speedups.pxd.
+# The connection layer and broadcast fan-out in C: the compiled twin of
+# pugfast/engine/_fanout.py, with the same names and behaviour (read that module's docstring
+# for the design). Included by _speedups.pyx after _frames.pxi; the types are declared in
+# _speedups.pxd.
 #
 # The relay path of a binary message stays in C from the socket's bytes to every recipient's
 # output buffer: the parser unmasks the payload in its own buffer, the frame (header, sender
@@ -26,7 +27,7 @@ cdef enum:
     # larger than a burst of big messages to a room of ten (3 x 9 x 4 KiB), so a busy member
     # does not free and regrow its buffer at every flush.
     _KEEP_OUTPUT = 262144
-    # The most one write offers the transport: see WRITE_CHUNK in pugfast/_fanout.py.
+    # The most one write offers the transport: see WRITE_CHUNK in pugfast/engine/_fanout.py.
     _WRITE_CHUNK = 262144
 
 WRITE_CHUNK = _WRITE_CHUNK
@@ -154,7 +155,7 @@ cdef class Group:
 
 
 cdef class Connection:
-    """One WebSocket connection after the upgrade; see pugfast/_fanout.py."""
+    """One WebSocket connection after the upgrade; see pugfast/engine/_fanout.py."""
 
     def __cinit__(self):
         self._out = NULL
@@ -195,7 +196,7 @@ cdef class Connection:
     def __dealloc__(self):
         free(self._out)
 
-    # -- the transport's protocol (see pugfast/_fanout.py) ---------------------------------
+    # -- the transport's protocol (see pugfast/engine/_fanout.py) --------------------------
 
     def connection_made(self, transport):
         if self.door is not None:
@@ -378,8 +379,8 @@ cdef class Connection:
         return 0
 
     cdef int _write_early(self) except -1:
-        # See _write_early in pugfast/_fanout.py: past the bound within one iteration, write
-        # now and judge by what the transport could not take.
+        # See _write_early in pugfast/engine/_fanout.py: past the bound within one iteration,
+        # write now and judge by what the transport could not take.
         self._write_pending()
         if self._backlog > self._max_buffered:
             self._drop_slow_consumer()
@@ -475,8 +476,8 @@ cdef class Connection:
         return 0
 
     cdef int _end_output(self) except -1:
-        # See _end_output in pugfast/_fanout.py: close at once after echoing the peer's close,
-        # half-close and keep reading after a close of the relay's own.
+        # See _end_output in pugfast/engine/_fanout.py: close at once after echoing the peer's
+        # close, half-close and keep reading after a close of the relay's own.
         if self._peer_closed or not self.transport.can_write_eof():
             self.transport.close()
         else:

@@ -1,5 +1,5 @@
-# The load generator's hot paths in C: the compiled twin of pugfast/_sink.py, with the same
-# names, bytes, events and errors (read that module's docstring for what is sent, what is
+# The load generator's hot paths in C: the compiled twin of pugfast/engine/_sink.py, with the
+# same names, bytes, events and errors (read that module's docstring for what is sent, what is
 # counted and why). Included by _speedups.pyx after _frames.pxi; the types are declared in
 # _speedups.pxd.
 #
@@ -65,7 +65,7 @@ cdef inline long long _monotonic_ns() noexcept nogil:
 
 
 cdef inline Py_ssize_t _bucket(long long value) noexcept nogil:
-    """_sink.bucket_index: 256 linear buckets, then 128 per power of two."""
+    """bucket_index (pugfast/engine/buckets.py): 256 linear buckets, then 128 per power of two."""
     cdef int shift
     if value < (2 << SINK_SUB_BITS):
         return value if value > 0 else 0

@@ -1,7 +1,7 @@
 # The WebSocket opening handshake of a plain upgrade in C: the checks of pugfast/handshake.py's
 # check_upgrade and the Sec-WebSocket-Accept value, so that answering an upgrade runs no Python
-# and no OpenSSL call. Its twin is check_upgrade itself (pugfast/_head.py calls it), and the
-# tests hold the two to the same answer for any fields. Included by _speedups.pyx after
+# and no OpenSSL call. Its twin is check_upgrade itself (pugfast/engine/_head.py calls it), and
+# the tests hold the two to the same answer for any fields. Included by _speedups.pyx after
 # _head.pxi, whose parse_upgrade_head calls _upgrade_accept.
 
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize

@@ -1,6 +1,6 @@
 # Reading the one request head the relay answers without aiohttp, in one pass of C over its
-# bytes: the compiled twin of pugfast/_head.py, which states the rules and holds the reasons.
-# Included by _speedups.pyx.
+# bytes: the compiled twin of pugfast/engine/_head.py, which states the rules and holds the
+# reasons. Included by _speedups.pyx.
 
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.string cimport memcmp
@@ -57,7 +57,7 @@ cdef int _read_index(const unsigned char* name, Py_ssize_t n):
 
 def parse_upgrade_head(bytes head):
     """``(room_id, fields, accept)`` for a plain room upgrade request head, else None (see
-    pugfast/_head.py)."""
+    pugfast/engine/_head.py)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(head)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(head)
     cdef Py_ssize_t i, name_end, vs, ve

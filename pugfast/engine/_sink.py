@@ -1,9 +1,11 @@
 """The load generator's ends of the wire, in pure Python: the messages a member sends, and
 what it receives, counted.
 
-This is the twin of the compiled source and sink in _ext/pugfast/_sink.pxi: both expose the
-same names and give the same bytes, counts, events and errors however the input is split into
-``feed()`` calls (tests/test_bench_sink.py holds them to it); pugfast/speedups.py picks one.
+This is the twin of the compiled source and sink in _ext/pugfast/engine/_sink.pxi: both expose
+the same names and give the same bytes, counts, events and errors however the input is split
+into ``feed()`` calls (tests/test_bench_sink.py holds them to it); the engine's selector,
+pugfast/engine/__init__.py, picks one. The two are laid out alike, method for method: a reader
+can put ``DeliverySink._feed``, ``_account`` and ``_grow`` beside their C.
 
 A member of ``pugfast bench`` stamps every message with its send time (monotonic ns) and a
 sequence number of its own (``MessageSource``); the relay puts the sender's member id in front.
@@ -26,9 +28,8 @@ the time the generator got round to writing it, so a generator that falls behind
 busy core) shows in the latency instead of hiding it (coordinated omission); how late each
 write was, its lag, goes into the tally's second histogram (``drain_lag_into``).
 
-The histograms' layout is HdrHistogram's for two significant decimal digits and a lowest
-discernible value of 1: values below 256 have a bucket each, and above that every power of two
-is split into 128 equal buckets, so a bucket is at most 1/128 of its values wide (under 1%).
+The histograms' layout is HdrHistogram's for two significant decimal digits
+(pugfast/engine/buckets.py): a bucket is at most 1/128 of its values wide (under 1%).
 ``bucket_index`` gives a value's bucket; pugfast/bench/histogram.py reads the same layout.
 
 Any other message (text, ping, pong, close, a binary one too short or from an impossible
@@ -47,8 +48,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from ..errors import ProtocolError
 from ._frames import OP_BINARY, BytesLike, Event, FrameParser, encode_frame
-from .errors import ProtocolError
+from .buckets import BUCKETS, SUB_BITS, bucket_index
+
+__all__ = [
+    "BUCKETS", "MAX_SENDERS", "SUB_BITS", "DeliverySink", "DeliveryTally", "Lockstep",
+    "MessageSource", "OpenLoopSender", "bucket_index",
+]
 
 # A message's head: the send time and the sequence number, XORed with the frame's mask (the
 # time, never negative, packed unsigned).
@@ -57,24 +64,11 @@ _MASKED_HEAD = struct.Struct(">QI")
 _RELAYED = struct.Struct(">IqI")
 # Member ids beyond this are no relay's: a room gives them from 1 up, one per join.
 MAX_SENDERS = 1 << 16
+_FIRST_SENDERS = 64
 # Before a window is set nothing counts as measured.
 _NEVER = 1 << 62
 # Times are 64-bit signed nanoseconds, as the compiled twin holds them.
 _LIMIT = 1 << 63
-# The histograms' layout (HdrHistogram, two significant digits): 2**SUB_BITS buckets per power
-# of two above the 2**(SUB_BITS + 1) values that have a bucket each.
-SUB_BITS = 7
-_LINEAR = 2 << SUB_BITS
-# Enough buckets for every value below 2**63.
-BUCKETS = (63 - SUB_BITS) * (1 << SUB_BITS) + _LINEAR
-
-
-def bucket_index(value: int) -> int:
-    """The histogram bucket ``value`` (a non-negative integer below 2**63) falls in."""
-    if value < _LINEAR:
-        return value if value > 0 else 0
-    shift = value.bit_length() - SUB_BITS - 1
-    return (shift << SUB_BITS) + (value >> shift)
 
 
 def _nanoseconds(name: str, value: int) -> int:
@@ -447,89 +441,27 @@ class DeliverySink:
         stream ended are ignored. Raises TypeError if ``data`` is not a bytes-like object,
         ValueError if ``now_ns`` is negative, and what the lockstep's writes raise.
         """
+        return self._feed(data, now_ns)
+
+    def _feed(self, data: BytesLike, now_ns: int) -> int:
         _nanoseconds("now_ns", now_ns)
         parser = self._parser
         if parser.finished:
             return 0
         parser.feed(data)
         tally = self._tally
-        ws = tally._window_start
-        we = tally._window_end
-        expect = self._expect
-        events = self._events
-        recorder = tally._latency
-        counts = recorder.counts
-        unpack = _RELAYED.unpack_from
-        next_event = parser.next_event
-        received = gaps = out_of_order = measured = total = 0
-        # Deliveries stamped alike (a lockstep burst: one time for the whole round) land in
-        # the same bucket: ``run`` of them are counted at once, at ``run_latency``.
-        run = run_latency = run_index = 0
-        run_at = _LIMIT  # no time a message carries
-        low = _LIMIT
-        high = -_LIMIT
+        arrived = tally._window_start <= now_ns < tally._window_end
+        received = 0
         try:
-            while (event := next_event()) is not None:
-                payload = cast(bytes, event[1])
-                if event[0] != OP_BINARY or len(payload) < _RELAYED.size:
-                    events.append(event)
-                    continue
-                sender, sent_at, seq = unpack(payload)
-                if sender >= MAX_SENDERS:
-                    events.append(event)
-                    continue
-                if sender >= len(expect):
-                    expect.extend([0] * max(64, len(expect), sender + 1 - len(expect)))
-                wanted = expect[sender]
-                if seq > wanted:
-                    gaps += seq - wanted
-                elif seq < wanted:
-                    out_of_order += 1
-                expect[sender] = seq + 1
-                received += 1
-                if sent_at == run_at:
-                    run += 1
-                elif ws <= sent_at < we:
-                    if run:
-                        counts[run_index] += run
-                        measured += run
-                        total += run * run_latency
-                    latency = now_ns - sent_at
-                    # bucket_index, inlined.
-                    if latency < _LINEAR:
-                        run_index = latency if latency > 0 else 0
-                    else:
-                        shift = latency.bit_length() - SUB_BITS - 1
-                        run_index = (shift << SUB_BITS) + (latency >> shift)
-                    run = 1
-                    run_latency = latency
-                    run_at = sent_at
-                    if latency > high:
-                        high = latency
-                    if latency < low:
-                        low = latency
+            while (event := parser.next_event()) is not None:
+                if event[0] == OP_BINARY and self._account(cast(bytes, event[1]), now_ns, arrived):
+                    received += 1
+                else:
+                    self._events.append(event)
         except ProtocolError as exc:
             self._error = exc
-        if received:
-            tally.received_total += received
-            if ws <= now_ns < we:
-                tally.received_in_window += received
-            elif now_ns >= we:
-                tally.received_after_window += received
-            tally.gaps += gaps
-            tally.out_of_order += out_of_order
-        if run:
-            counts[run_index] += run
-            measured += run
-            total += run * run_latency
-        if measured:
-            if recorder.count == 0 or low < recorder.min:
-                recorder.min = low
-            if recorder.count == 0 or high > recorder.max:
-                recorder.max = high
-            recorder.count += measured
-            recorder.total += total
-            tally.delivered += measured
+        if received and now_ns >= tally._window_end:
+            tally.received_after_window += received
         if received and self.lockstep is not None:
             self.lockstep._received(received)
         return received
@@ -549,3 +481,33 @@ class DeliverySink:
             self._error = None
             raise error
         return None
+
+    def _account(self, payload: bytes, now: int, arrived_in_window: bool) -> bool:
+        """Counts the relayed message ``payload`` if it is a delivery; False if it is not one."""
+        if len(payload) < _RELAYED.size:
+            return False
+        sender, sent_at, seq = _RELAYED.unpack_from(payload)
+        if sender >= MAX_SENDERS:
+            return False
+        if sender >= len(self._expect):
+            self._grow(sender)
+        tally = self._tally
+        wanted = self._expect[sender]
+        if seq > wanted:
+            tally.gaps += seq - wanted
+        elif seq < wanted:
+            tally.out_of_order += 1
+        self._expect[sender] = seq + 1
+        tally.received_total += 1
+        if arrived_in_window:
+            tally.received_in_window += 1
+        if tally._window_start <= sent_at < tally._window_end:
+            tally._latency.record(now - sent_at)
+            tally.delivered += 1
+        return True
+
+    def _grow(self, sender: int) -> None:
+        """Makes room for ``sender``'s expected sequence number; new senders expect 0."""
+        expect = self._expect
+        capacity = min(max(_FIRST_SENDERS, 2 * len(expect), sender + 1), MAX_SENDERS)
+        expect.extend([0] * (capacity - len(expect)))

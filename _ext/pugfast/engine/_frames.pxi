@@ -1,5 +1,5 @@
 # The WebSocket frame codec (RFC 6455, docs/protocol.md §6.9) in C: the compiled twin of
-# pugfast/_frames.py, with the same names, events, errors and error texts. Included by
+# pugfast/engine/_frames.py, with the same names, events, errors and error texts. Included by
 # _speedups.pyx; FrameParser's fields and cdef methods are declared in _speedups.pxd.
 #
 # A frame header is checked rule by rule as soon as the bytes that prove each rule are present,
