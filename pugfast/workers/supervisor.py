@@ -42,9 +42,9 @@ from .. import __version__
 from ..acceptor import listen, raise_open_file_limit
 from ..allowance import CONNECTIONS, ROOMS, CapBroker
 from ..config import Settings
+from ..engine import IMPLEMENTATION
 from ..metrics import LoopLag, merge, render, serve_metrics
 from ..pow import SpentTokens
-from ..speedups import IMPLEMENTATION
 from . import channel
 from .channel import MAX_MESSAGE, ChannelError
 from .router import Router
