@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,22 +26,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from worst_case import free_port, pinned  # bench/, beside this script
+
 # As bench/run.py runs the relay for its scenarios: no proof of work or rate limit, room for
 # every member.
 SERVE_FLAGS = ["--pow-difficulty", "0", "--rate-limit", "0", "--log-level", "warning",
                "--capacity-max", "1000", "--max-connections", "1000000", "--max-rooms", "1000000",
                "--join-timeout", "120", "--join-window", "600"]
 JOIN_TIMEOUT = 300.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def pinned(core: int) -> list[str]:
-    return ["taskset", "-c", str(core)] if (os.cpu_count() or 1) >= 2 else []
 
 
 def cpu_seconds(pid: int) -> tuple[float, float]:
