@@ -113,12 +113,15 @@ fi
 cd "$WORK"  # never the source tree, whose pugfast/ would shadow the installed one
 CC=false CXX=false "${INSTALL[@]}" -q --no-compile --no-index --only-binary :all: --find-links "$DIST" \
   --no-deps pugfast || fail "no wheel in $DIST installs on CPython $version"
-# The test extra's requirements, from pyproject.toml: under qemu without Playwright (no browser
-# test runs there), and never Cython or setuptools (only tests/test_packaging.py needs them).
-mapfile -t requirements < <(python3 - "$ROOT/pyproject.toml" "$qemu" <<'PY'
+# The test extra's requirements, from pyproject.toml: Playwright only for the full suite outside
+# qemu (the only selection with browser tests), and never Cython or setuptools (only
+# tests/test_packaging.py needs them).
+browser=""
+if [ "$tests" = full ] && [ -z "$qemu" ]; then browser=yes; fi
+mapfile -t requirements < <(python3 - "$ROOT/pyproject.toml" "$browser" <<'PY'
 import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-skip = {"cython", "setuptools"} | ({"playwright"} if sys.argv[2] else set())
+skip = {"cython", "setuptools"} | (set() if sys.argv[2] else {"playwright"})
 for requirement in project["dependencies"] + project["optional-dependencies"]["test"]:
     if re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower() not in skip:
         print(requirement)
