@@ -21,7 +21,9 @@
 #              wheel); browser tests included where Chromium is
 #      engine  the tests of the engine and of what relays through it: tests/test_frames.py,
 #              test_frames_differential.py, test_head.py, test_fanout.py, test_fanout_twins.py,
-#              test_bench_sink.py, test_websocket.py and test_serve.py (browser tests aside)
+#              test_bench_sink.py and test_websocket.py (browser tests aside); `pugfast serve`
+#              itself is step 4's (test_serve.py's stop-signal matrix alone takes over a
+#              minute a version, and runs in the full suite)
 #      twins   the engine's own tests, each inside one process (under qemu a test cannot start
 #              another interpreter): test_frames.py, test_frames_differential.py,
 #              test_head.py, test_fanout_twins.py, test_bench_sink.py
@@ -68,7 +70,7 @@ case "$tests" in
   full) selection=(tests --ignore=tests/test_packaging.py) ;;
   engine) selection=(-m "not browser" tests/test_frames.py tests/test_frames_differential.py tests/test_head.py
                      tests/test_fanout.py tests/test_fanout_twins.py tests/test_bench_sink.py
-                     tests/test_websocket.py tests/test_serve.py) ;;
+                     tests/test_websocket.py) ;;
   twins) selection=(-m "not browser" tests/test_frames.py tests/test_frames_differential.py tests/test_head.py
                     tests/test_fanout_twins.py tests/test_bench_sink.py) ;;
   quick) selection=(-m "not browser" -k "[c-" tests/test_frames.py) ;;
