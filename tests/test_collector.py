@@ -132,10 +132,11 @@ async def test_a_growing_heap_is_collected_in_steps_that_walk_only_what_is_new()
         for _ in range(100):
             held.extend([] for _ in range(1_000))  # 100,000 tracked objects, all kept
             await asyncio.sleep(0)  # a loop iteration: a step asked for runs here
-        assert policy.steps >= 5, (policy.steps, walked)
+        assert policy.steps >= 3, (policy.steps, walked)
         assert policy.freezes >= policy.steps
-        # A middle-generation collection moves at most 7,700 survivors into the old one.
-        assert walked and max(walked) <= 20_000, walked
+        # A middle-generation collection moves at most some 7,700 survivors into the old one
+        # (CPython 3.14's, some 24,000); one full collection would walk all 100,000.
+        assert walked and max(walked) <= 30_000, walked
     finally:
         policy.stop()
         gc.callbacks.remove(measure)
